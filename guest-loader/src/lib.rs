@@ -1,0 +1,3 @@
+//! Guest loading: arm64 Image header, VM description from the boot DTB, the guest's DTB,
+//! placement of images in guest memory.
+#![no_std]

@@ -1,0 +1,1 @@
+//! aarch64 EL2: boot, vectors, system registers, TLB maintenance.

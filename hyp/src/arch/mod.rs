@@ -1,0 +1,2 @@
+//! Architecture code. Only aarch64 at EL2 exists.
+pub mod aarch64;

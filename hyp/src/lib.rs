@@ -1,0 +1,11 @@
+//! The hypervisor as a library: the portable memory core and platform description (host-tested),
+//! and the aarch64 EL2 code that only builds for the hypervisor target.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod mm;
+pub mod platform;
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod arch;

@@ -1,0 +1,2 @@
+//! The secondary-MMU memory core: stage-2 tables, ownership, invalidation, dirty log, fault path.
+//! Portable: no aarch64 assembly lives here; TLB maintenance goes through a trait.

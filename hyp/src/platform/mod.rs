@@ -1,0 +1,1 @@
+//! What the boot DTB says about the machine (memory, CPUs, GIC, UART, PSCI). Portable.

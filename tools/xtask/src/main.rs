@@ -1,0 +1,2 @@
+//! Developer tasks: build, run under QEMU, test, bench.
+fn main() {}
