@@ -1,2 +1,5 @@
 //! The secondary-MMU memory core: stage-2 tables, ownership, invalidation, dirty log, fault path.
 //! Portable: no aarch64 assembly lives here; TLB maintenance goes through a trait.
+#![forbid(unsafe_code)]
+
+pub mod addr;
