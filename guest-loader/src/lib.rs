@@ -1,3 +1,6 @@
 //! Guest loading: arm64 Image header, VM description from the boot DTB, the guest's DTB,
 //! placement of images in guest memory.
 #![no_std]
+#![forbid(unsafe_code)]
+
+pub mod image;

@@ -34,7 +34,7 @@ macro_rules! address {
                 }
             }
             pub const fn is_aligned(self, align: u64) -> bool {
-                self.0 % align == 0
+                self.0.is_multiple_of(align)
             }
             pub const fn align_down(self, align: u64) -> Self {
                 Self(self.0 - self.0 % align)
