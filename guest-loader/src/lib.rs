@@ -3,5 +3,8 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
+pub mod domain;
 pub mod dtb;
 pub mod image;
