@@ -7,4 +7,6 @@ extern crate alloc;
 
 pub mod domain;
 pub mod dtb;
+pub mod guest_dtb;
 pub mod image;
+pub mod layout;
