@@ -8,5 +8,11 @@ fn main() {
         let script = manifest.join("../linker/hyp.ld");
         println!("cargo:rerun-if-changed={}", script.display());
         println!("cargo:rustc-link-arg-bins=-T{}", script.display());
+        // A static PIE: the entry code applies its own R_AARCH64_RELATIVE relocations, so the
+        // image runs wherever a loader puts it (see linker/hyp.ld). `-z notext` allows those
+        // relocations in read-only data, which the entry code patches before the MMU is on.
+        for arg in ["-pie", "--no-dynamic-linker", "-z", "notext"] {
+            println!("cargo:rustc-link-arg-bins={arg}");
+        }
     }
 }

@@ -1,0 +1,31 @@
+//! The hypervisor's heap for metadata (tables of VMs, frame lists, ...): a buddy allocator over a
+//! fixed region in .bss, so it exists before anything about RAM is known.
+
+use buddy_system_allocator::LockedHeap;
+
+const HEAP_SIZE: usize = 2 << 20;
+
+#[repr(C, align(4096))]
+struct HeapArea([u8; HEAP_SIZE]);
+
+static mut HEAP_AREA: HeapArea = HeapArea([0; HEAP_SIZE]);
+
+#[global_allocator]
+static HEAP: LockedHeap<32> = LockedHeap::empty();
+
+/// Hands the heap region to the allocator. Call once, with the MMU on (the allocator's lock
+/// uses exclusive accesses, which need cacheable memory on real hardware).
+pub fn init() {
+    // SAFETY: HEAP_AREA is used nowhere else; `init` runs once on the boot CPU before any
+    // allocation, so the region is given to the allocator exactly once.
+    unsafe {
+        let start = (&raw mut HEAP_AREA) as usize;
+        HEAP.lock().init(start, HEAP_SIZE);
+    }
+}
+
+/// (bytes handed out, bytes the heap owns).
+pub fn usage() -> (usize, usize) {
+    let heap = HEAP.lock();
+    (heap.stats_alloc_actual(), heap.stats_total_bytes())
+}

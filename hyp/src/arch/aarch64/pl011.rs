@@ -1,0 +1,85 @@
+//! ARM PL011 UART, transmit side only: the console. The firmware (or QEMU) configured baud rate
+//! and framing; we only wait for FIFO space and write bytes.
+
+use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::register_bitfields;
+use tock_registers::register_structs;
+use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
+
+register_bitfields![u32,
+    FR [
+        /// Transmit FIFO full.
+        TXFF OFFSET(5) NUMBITS(1) [],
+        /// UART busy transmitting.
+        BUSY OFFSET(3) NUMBITS(1) [],
+    ],
+];
+
+register_structs! {
+    pub Pl011Regs {
+        (0x000 => dr: WriteOnly<u32>),
+        (0x004 => rsr_ecr: ReadWrite<u32>),
+        (0x008 => _reserved0),
+        (0x018 => fr: ReadOnly<u32, FR::Register>),
+        (0x01c => _reserved1),
+        (0x024 => ibrd: ReadWrite<u32>),
+        (0x028 => fbrd: ReadWrite<u32>),
+        (0x02c => lcr_h: ReadWrite<u32>),
+        (0x030 => cr: ReadWrite<u32>),
+        (0x034 => @END),
+    }
+}
+
+/// QEMU virt's PL011, used when the DTB cannot tell us where the console is.
+pub const QEMU_VIRT_PL011: u64 = 0x0900_0000;
+
+/// A PL011 at a fixed physical (= identity-mapped virtual) address.
+#[derive(Clone, Copy)]
+pub struct Pl011 {
+    regs: &'static Pl011Regs,
+}
+
+impl Pl011 {
+    /// # Safety
+    /// `base` must be the address of a PL011's registers, accessible as device memory (MMU off,
+    /// or mapped Device-nGnRE) for as long as the value is used.
+    pub const unsafe fn new(base: u64) -> Self {
+        // SAFETY: the caller guarantees `base` points at PL011 registers that stay mapped; the
+        // register block is only accessed through volatile tock-registers accessors.
+        Self { regs: unsafe { &*(base as *const Pl011Regs) } }
+    }
+
+    pub fn base(&self) -> u64 {
+        core::ptr::from_ref(self.regs) as u64
+    }
+
+    pub fn write_byte(&self, b: u8) {
+        while self.regs.fr.is_set(FR::TXFF) {
+            core::hint::spin_loop();
+        }
+        self.regs.dr.set(u32::from(b));
+    }
+
+    pub fn write_bytes(&self, s: &[u8]) {
+        for &b in s {
+            if b == b'\n' {
+                self.write_byte(b'\r');
+            }
+            self.write_byte(b);
+        }
+    }
+
+    /// Waits until everything written has left the UART, so a shutdown does not cut the output.
+    pub fn flush(&self) {
+        while self.regs.fr.is_set(FR::BUSY) {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+impl core::fmt::Write for Pl011 {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.write_bytes(s.as_bytes());
+        Ok(())
+    }
+}
