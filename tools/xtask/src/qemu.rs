@@ -1,0 +1,381 @@
+//! Booting the hypervisor under QEMU's `virt` machine: finding (or installing) QEMU, the command
+//! line, and the interactive `cargo xtask qemu` run.
+
+use crate::build::{self, Variant};
+use crate::exit::Exit;
+use crate::process::{self, Outcome};
+use crate::size::{self, Size};
+use crate::workspace::{Workspace, which};
+use anyhow::{Context, Result, bail};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const QEMU_BIN: &str = "qemu-system-aarch64";
+
+/// Machine options every run gets unless it overrides them: EL2 exists (otherwise the firmware
+/// enters at EL1 and the hypervisor refuses to run) and the GIC is v3 (the vGIC emulates v3).
+pub const DEFAULT_MACHINE: &[(&str, &str)] = &[("virtualization", "on"), ("gic-version", "3")];
+
+#[derive(clap::Args)]
+pub struct QemuArgs {
+    /// Physical CPUs of the emulated machine.
+    #[arg(long, default_value_t = 4)]
+    pub smp: u32,
+    /// RAM of the emulated machine, with a unit (512M, 4G).
+    #[arg(long, default_value = "1G", value_parser = size::parse)]
+    pub mem: Size,
+    /// Stop before the first instruction and wait for GDB on localhost:1234; prints the gdb
+    /// command line to use.
+    #[arg(long)]
+    pub gdb: bool,
+    /// Deterministic timing: the virtual clock advances by instructions executed
+    /// (`-icount shift=4,sleep=off`), as the benchmarks run.
+    #[arg(long)]
+    pub icount: bool,
+    /// Stop QEMU after SECS seconds and exit with status 124.
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Build and boot the optimized (`release`) hypervisor.
+    #[arg(long)]
+    pub release: bool,
+    /// Cargo features of the hyp crate, comma-separated (e.g. test-panic).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
+    /// Arguments passed to QEMU as they are, after `--`.
+    #[arg(last = true, value_name = "QEMU_ARGS")]
+    pub extra: Vec<String>,
+}
+
+/// One QEMU run of the hypervisor image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    pub kernel: PathBuf,
+    pub smp: u32,
+    pub mem: Size,
+    /// `key=value` options overriding or extending [`DEFAULT_MACHINE`].
+    pub machine_options: Vec<(String, String)>,
+    pub icount: bool,
+    pub gdb: bool,
+    pub extra: Vec<String>,
+}
+
+impl Machine {
+    pub fn new(kernel: PathBuf) -> Self {
+        Self {
+            kernel,
+            smp: 1,
+            mem: Size::from_mib(1024),
+            machine_options: Vec::new(),
+            icount: false,
+            gdb: false,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The `-M` value: `virt` with the defaults, each overridden by a same-named option.
+    pub fn machine_arg(&self) -> String {
+        let mut options: Vec<(String, String)> = DEFAULT_MACHINE
+            .iter()
+            .map(|&(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for (key, value) in &self.machine_options {
+            match options.iter_mut().find(|(k, _)| k == key) {
+                Some(slot) => slot.1 = value.clone(),
+                None => options.push((key.clone(), value.clone())),
+            }
+        }
+        let mut arg = String::from("virt");
+        for (key, value) in options {
+            arg.push_str(&format!(",{key}={value}"));
+        }
+        arg
+    }
+
+    /// QEMU's arguments. `pauth-impdef` makes TCG's pointer authentication cheap (the QARMA
+    /// default dominates run time otherwise); `-semihosting` is how the hypervisor reports a
+    /// failure as QEMU's exit status.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = [
+            "-M".to_string(),
+            self.machine_arg(),
+            "-cpu".into(),
+            "max,pauth-impdef=on".into(),
+            "-smp".into(),
+            self.smp.to_string(),
+            "-m".into(),
+            self.mem.qemu_arg(),
+            "-nographic".into(),
+            "-semihosting".into(),
+        ]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+        args.push("-kernel".into());
+        args.push(self.kernel.clone().into());
+        if self.icount {
+            args.extend(["-icount".into(), "shift=4,sleep=off".into()]);
+        }
+        if self.gdb {
+            args.extend(["-s".into(), "-S".into()]);
+        }
+        args.extend(self.extra.iter().map(OsString::from));
+        args
+    }
+}
+
+/// The QEMU binary: `$QEMU` if set, else `qemu-system-aarch64` on PATH, installed first when
+/// this is a Debian/Ubuntu machine we are root on. Otherwise exits 2 naming the install command.
+pub fn find_qemu() -> Result<PathBuf> {
+    if let Some(qemu) = std::env::var_os("QEMU") {
+        let qemu = PathBuf::from(qemu);
+        return match Command::new(&qemu).arg("--version").output() {
+            Ok(out) if out.status.success() => Ok(qemu),
+            Ok(out) => Err(Exit::with_message(
+                2,
+                format!(
+                    "QEMU={} does not run (`--version` exited with {}); point QEMU at a working \
+                     qemu-system-aarch64 or unset it",
+                    qemu.display(),
+                    out.status
+                ),
+            )
+            .into()),
+            Err(e) => Err(Exit::with_message(
+                2,
+                format!(
+                    "cannot run QEMU={} ({e}); point QEMU at a qemu-system-aarch64 binary or \
+                     unset it",
+                    qemu.display()
+                ),
+            )
+            .into()),
+        };
+    }
+    if let Some(qemu) = which(QEMU_BIN) {
+        return Ok(qemu);
+    }
+    if is_root() && which("apt-get").is_some() {
+        install_with_apt()?;
+        if let Some(qemu) = which(QEMU_BIN) {
+            return Ok(qemu);
+        }
+        bail!("installed qemu-system-arm but {QEMU_BIN} is still not on PATH");
+    }
+    Err(Exit::with_message(2, missing_qemu_message()).into())
+}
+
+fn missing_qemu_message() -> String {
+    let managers = [
+        (
+            "apt-get",
+            "Debian/Ubuntu",
+            "sudo apt-get install -y qemu-system-arm",
+        ),
+        ("dnf", "Fedora", "sudo dnf install -y qemu-system-aarch64"),
+        ("brew", "macOS", "brew install qemu"),
+    ];
+    let here: Vec<_> = managers
+        .iter()
+        .filter(|(tool, _, _)| which(tool).is_some())
+        .collect();
+    let shown = if here.is_empty() {
+        managers.iter().collect()
+    } else {
+        here
+    };
+    let mut msg = format!("{QEMU_BIN} is not on PATH; install it with");
+    for (_, system, command) in shown {
+        msg.push_str(&format!("\n    {command}    ({system})"));
+    }
+    msg.push_str(&format!("\nor set QEMU=/path/to/{QEMU_BIN}"));
+    msg
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn install_with_apt() -> Result<()> {
+    let install = || {
+        eprintln!("{QEMU_BIN} is missing; running `apt-get install -y qemu-system-arm`");
+        Command::new("apt-get")
+            .args(["install", "-y", "qemu-system-arm"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("cannot run apt-get")
+    };
+    if install()?.success() {
+        return Ok(());
+    }
+    // A fresh machine has no package lists yet; fetching them is slow, so only when needed.
+    eprintln!("running `apt-get update` and trying again");
+    let updated = Command::new("apt-get")
+        .arg("update")
+        .status()
+        .context("cannot run apt-get update")?;
+    if !updated.success() || !install()?.success() {
+        bail!(
+            "could not install qemu-system-arm with apt-get; install it by hand \
+             (`apt-get update && apt-get install -y qemu-system-arm`) or set QEMU=/path/to/{QEMU_BIN}"
+        );
+    }
+    Ok(())
+}
+
+/// The command line as a shell would take it, for logs and for copying.
+pub fn command_line(program: &Path, args: &[OsString]) -> String {
+    std::iter::once(program.as_os_str())
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(|a| {
+            let a = a.to_string_lossy();
+            if a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_=,./:+@".contains(c))
+            {
+                a.into_owned()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn run(args: &QemuArgs) -> Result<()> {
+    let ws = Workspace::locate()?;
+    let qemu = find_qemu()?;
+    if args.smp == 0 {
+        bail!("--smp must be at least 1");
+    }
+    let hyp = build::build_hyp(&ws, &Variant::new(args.features.clone()), args.release)?;
+    let machine = Machine {
+        smp: args.smp,
+        mem: args.mem,
+        icount: args.icount,
+        gdb: args.gdb,
+        extra: args.extra.clone(),
+        ..Machine::new(hyp.bin.clone())
+    };
+    let qemu_args = machine.args();
+    eprintln!("+ {}", command_line(&qemu, &qemu_args));
+    if args.gdb {
+        eprintln!("QEMU waits for GDB on localhost:1234; in another terminal run:");
+        eprintln!(
+            "    gdb-multiarch {} -ex 'target remote :1234'",
+            hyp.elf.display()
+        );
+        if which("gdb-multiarch").is_none() {
+            eprintln!("    (gdb-multiarch is not installed: apt-get install -y gdb-multiarch)");
+        }
+    }
+    eprintln!("(quit QEMU with Ctrl-A X)");
+    let mut child = Command::new(&qemu)
+        .args(&qemu_args)
+        .spawn()
+        .with_context(|| format!("cannot start {}", qemu.display()))?;
+    let outcome = process::wait(&mut child, args.timeout.map(Duration::from_secs))?;
+    match outcome {
+        Outcome::Exited(0) => Ok(()),
+        Outcome::Exited(code) => {
+            eprintln!("QEMU exited with status {code}");
+            Err(Exit::silent(outcome.exit_code()).into())
+        }
+        Outcome::TimedOut => {
+            eprintln!(
+                "\nstopped QEMU after the {}s timeout",
+                args.timeout.unwrap_or(0)
+            );
+            Err(Exit::silent(outcome.exit_code()).into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: Vec<OsString>) -> Vec<String> {
+        args.into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_default_machine_has_el2_and_gicv3() {
+        let m = Machine::new("hyp.bin".into());
+        assert_eq!(
+            strings(m.args()),
+            [
+                "-M",
+                "virt,virtualization=on,gic-version=3",
+                "-cpu",
+                "max,pauth-impdef=on",
+                "-smp",
+                "1",
+                "-m",
+                "1024M",
+                "-nographic",
+                "-semihosting",
+                "-kernel",
+                "hyp.bin"
+            ]
+        );
+    }
+
+    #[test]
+    fn machine_options_override_defaults_in_place_and_extend_them() {
+        let m = Machine {
+            machine_options: vec![
+                ("virtualization".into(), "off".into()),
+                ("highmem".into(), "off".into()),
+            ],
+            ..Machine::new("hyp.bin".into())
+        };
+        assert_eq!(
+            m.machine_arg(),
+            "virt,virtualization=off,gic-version=3,highmem=off"
+        );
+    }
+
+    #[test]
+    fn icount_gdb_and_extra_arguments_come_after_the_kernel() {
+        let m = Machine {
+            smp: 4,
+            mem: size::parse("4G").unwrap(),
+            icount: true,
+            gdb: true,
+            extra: vec!["-d".into(), "guest_errors".into()],
+            ..Machine::new("hyp.bin".into())
+        };
+        let args = strings(m.args());
+        let tail = &args[args.iter().position(|a| a == "hyp.bin").unwrap() + 1..];
+        assert_eq!(
+            tail,
+            [
+                "-icount",
+                "shift=4,sleep=off",
+                "-s",
+                "-S",
+                "-d",
+                "guest_errors"
+            ]
+        );
+        assert!(args.windows(2).any(|w| w == ["-smp", "4"]));
+        assert!(args.windows(2).any(|w| w == ["-m", "4096M"]));
+    }
+
+    #[test]
+    fn command_lines_quote_what_a_shell_would_split() {
+        let line = command_line(
+            Path::new("qemu"),
+            &["-M".into(), "virt,x=on".into(), "a b".into(), "it's".into()],
+        );
+        assert_eq!(line, r"qemu -M virt,x=on 'a b' 'it'\''s'");
+    }
+}

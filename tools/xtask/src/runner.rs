@@ -1,0 +1,256 @@
+//! `cargo xtask test`: the host unit tests, then every QEMU integration test under `tests/`
+//! (see [`crate::spec`] for the file format). Each hypervisor variant is built once up front;
+//! the boots then run in parallel, bounded by the cores, each with its own timeout and log.
+
+use crate::build::{self, HypImage, Variant};
+use crate::exit::Exit;
+use crate::host_tests::{self, Tally};
+use crate::process::{self, Outcome};
+use crate::qemu::{self, Machine};
+use crate::spec::{self, Spec};
+use crate::workspace::Workspace;
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Lines of a failed test's log shown under its FAIL line, so CI output alone explains it.
+const TAIL_LINES: usize = 12;
+
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Run only the QEMU tests whose name (path below tests/ without `.test`) contains FILTER.
+    pub filter: Option<String>,
+    /// Skip the host unit tests (`cargo test --workspace`).
+    #[arg(long, conflicts_with = "host_only")]
+    pub qemu_only: bool,
+    /// Run only the host unit tests.
+    #[arg(long)]
+    pub host_only: bool,
+    /// QEMU tests run at once [default: the number of available cores].
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+    /// Test the optimized (`release`) hypervisor.
+    #[arg(long)]
+    pub release: bool,
+}
+
+struct TestResult {
+    name: String,
+    failure: Option<String>,
+    log: Option<PathBuf>,
+    duration: Duration,
+}
+
+pub fn run(args: &TestArgs) -> Result<()> {
+    let ws = Workspace::locate()?;
+    let tests_dir = ws.root.join("tests");
+    let mut specs = load_specs(&tests_dir)?;
+    if let Some(filter) = &args.filter {
+        let all: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        specs.retain(|s| s.name.contains(filter.as_str()));
+        if specs.is_empty() && !args.host_only {
+            bail!(
+                "no QEMU test name contains `{filter}`; the tests are: {}",
+                all.join(", ")
+            );
+        }
+    }
+    let run_qemu = !args.host_only && !specs.is_empty();
+    let qemu = if run_qemu {
+        Some(qemu::find_qemu()?)
+    } else {
+        None
+    };
+
+    let mut tally = Tally::default();
+    if !args.qemu_only {
+        let host = host_tests::run(&ws)?;
+        tally.passed += host.passed;
+        tally.failed += host.failed;
+    }
+    if let Some(qemu) = qemu {
+        let results = run_qemu_tests(&ws, &qemu, &specs, args)?;
+        for r in &results {
+            if r.failure.is_some() {
+                tally.failed += 1;
+            } else {
+                tally.passed += 1;
+            }
+        }
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    if tally.failed > 0 {
+        return Err(Exit::silent(1).into());
+    }
+    Ok(())
+}
+
+/// Every `tests/**/*.test`, sorted by name. A malformed file stops the run before anything is
+/// built: a broken test must be fixed, not skipped.
+pub fn load_specs(tests_dir: &Path) -> Result<Vec<Spec>> {
+    let mut files = Vec::new();
+    collect_test_files(tests_dir, &mut files)?;
+    let mut specs = Vec::new();
+    for file in files {
+        let name = file
+            .strip_prefix(tests_dir)
+            .expect("found below tests/")
+            .with_extension("")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let spec = spec::parse(&name, &text)
+            .with_context(|| format!("invalid test file {}", file.display()))?;
+        specs.push(spec);
+    }
+    specs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(specs)
+}
+
+fn collect_test_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_test_files(&path, files)?;
+        } else if path.extension().is_some_and(|e| e == "test") {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn run_qemu_tests(
+    ws: &Workspace,
+    qemu: &Path,
+    specs: &[Spec],
+    args: &TestArgs,
+) -> Result<Vec<TestResult>> {
+    let mut images: BTreeMap<Variant, Result<HypImage, String>> = BTreeMap::new();
+    for spec in specs {
+        if images.contains_key(&spec.variant) {
+            continue;
+        }
+        println!("== building hyp ({})", spec.variant);
+        let built = build::build_hyp(ws, &spec.variant, args.release).map_err(|e| {
+            println!("error: {e:#}");
+            format!(
+                "the hyp build ({}) failed; see its output above",
+                spec.variant
+            )
+        });
+        images.insert(spec.variant.clone(), built);
+    }
+
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, specs.len().max(1));
+    let logs = ws.target_dir.join("qemu-logs");
+    println!(
+        "== QEMU tests: {} tests, {jobs} at a time, logs in {}",
+        specs.len(),
+        ws.display(&logs)
+    );
+
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                while let Some(spec) = specs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let result = match &images[&spec.variant] {
+                        Ok(image) => run_one(qemu, spec, image, &logs),
+                        Err(e) => TestResult {
+                            name: spec.name.clone(),
+                            failure: Some(e.clone()),
+                            log: None,
+                            duration: Duration::ZERO,
+                        },
+                    };
+                    print_result(ws, &result);
+                    results.lock().expect("no worker panics").push(result);
+                }
+            });
+        }
+    });
+    Ok(results.into_inner().expect("no worker panics"))
+}
+
+fn run_one(qemu: &Path, spec: &Spec, image: &HypImage, logs: &Path) -> TestResult {
+    let start = Instant::now();
+    let log = logs.join(format!("{}.log", spec.name));
+    let failure = boot(qemu, spec, image, &log).unwrap_or_else(|e| Some(format!("{e:#}")));
+    TestResult {
+        name: spec.name.clone(),
+        failure,
+        log: Some(log),
+        duration: start.elapsed(),
+    }
+}
+
+/// Boots `image` as `spec` says, QEMU's output going to `log` after a header line with the
+/// command; returns why the run failed, if it did.
+fn boot(qemu: &Path, spec: &Spec, image: &HypImage, log: &Path) -> Result<Option<String>> {
+    let machine = Machine {
+        smp: spec.smp,
+        mem: spec.mem,
+        machine_options: spec.machine_options.clone(),
+        extra: spec.qemu_args.clone(),
+        ..Machine::new(image.bin.clone())
+    };
+    let args = machine.args();
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut file = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let header = format!("# {}\n", qemu::command_line(qemu, &args));
+    file.write_all(header.as_bytes())?;
+    let mut child = Command::new(qemu)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("cannot start {}", qemu.display()))?;
+    let outcome = process::wait(&mut child, Some(spec.timeout))?;
+    let bytes = std::fs::read(log).with_context(|| format!("cannot read {}", log.display()))?;
+    let output = String::from_utf8_lossy(&bytes[header.len().min(bytes.len())..]);
+    let mut failure = spec::judge(spec, &output, outcome);
+    if let (Some(f), Outcome::Exited(code)) = (&mut failure, outcome)
+        && !f.starts_with("exit status")
+    {
+        f.push_str(&format!(" (exit status {code})"));
+    }
+    Ok(failure)
+}
+
+fn print_result(ws: &Workspace, r: &TestResult) {
+    let log = r
+        .log
+        .as_deref()
+        .map(|l| format!(" {}", ws.display(l)))
+        .unwrap_or_default();
+    let secs = r.duration.as_secs_f64();
+    let mut out = std::io::stdout().lock();
+    let _ = match &r.failure {
+        None => writeln!(out, "PASS {} ({secs:.1}s){log}", r.name),
+        Some(why) => writeln!(out, "FAIL {} ({secs:.1}s){log}: {why}", r.name),
+    };
+    if let (Some(_), Some(log)) = (&r.failure, &r.log) {
+        let text = std::fs::read(log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let lines: Vec<&str> = text.lines().collect();
+        for line in &lines[lines.len().saturating_sub(TAIL_LINES)..] {
+            let _ = writeln!(out, "    | {line}");
+        }
+    }
+}

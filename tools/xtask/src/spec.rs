@@ -1,0 +1,433 @@
+//! QEMU integration tests as small declarative files, `tests/**/<name>.test`: how to build and
+//! boot the hypervisor, and what its console output and exit status must be. A test is data,
+//! so adding one needs no Rust, and a typo in a key is an error rather than a silently weaker
+//! test.
+//!
+//! ```text
+//! # comment
+//! features = test-panic              # hyp cargo features, comma-separated
+//! smp = 4                            # CPUs (default 1)
+//! mem = 512M                         # RAM (default 1G)
+//! machine = virtualization=off       # -M virt options overriding the defaults
+//! qemu-args = -d guest_errors        # extra QEMU arguments, split at spaces
+//! expect = cpu 0 online              # must appear, each after the previous `expect`
+//! expect-anywhere = cpu 1 online     # must appear somewhere
+//! forbid = panic at                  # must not appear
+//! exit = 0                           # 0, nonzero, or a number (default 0)
+//! timeout = 60                       # seconds (default 60)
+//! ```
+//! Values run to the end of the line (a `#` starts a comment only at the start of a line);
+//! wrap a value in double quotes to keep leading or trailing spaces.
+
+use crate::build::Variant;
+use crate::process::Outcome;
+use crate::size::{self, Size};
+use std::fmt;
+use std::time::Duration;
+
+const KEYS: &[&str] = &[
+    "features",
+    "smp",
+    "mem",
+    "machine",
+    "qemu-args",
+    "expect",
+    "expect-anywhere",
+    "forbid",
+    "exit",
+    "timeout",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpectedExit {
+    Code(i32),
+    NonZero,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec {
+    /// The file's path below `tests/` without `.test`, e.g. `boot/smp4`.
+    pub name: String,
+    pub variant: Variant,
+    pub smp: u32,
+    pub mem: Size,
+    pub machine_options: Vec<(String, String)>,
+    pub qemu_args: Vec<String>,
+    pub expect: Vec<String>,
+    pub expect_anywhere: Vec<String>,
+    pub forbid: Vec<String>,
+    pub exit: ExpectedExit,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub line: usize,
+    pub kind: SpecErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpecErrorKind {
+    NoEquals,
+    UnknownKey(String),
+    Repeated(&'static str),
+    BadNumber { key: &'static str, value: String },
+    BadSize(size::SizeError),
+    BadMachineOption(String),
+    BadExit(String),
+    EmptyValue(&'static str),
+    NothingChecked,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "line {}: ", self.line)?;
+        }
+        match &self.kind {
+            SpecErrorKind::NoEquals => write!(f, "expected `key = value`"),
+            SpecErrorKind::UnknownKey(k) => {
+                write!(f, "unknown key `{k}`; the keys are {}", KEYS.join(", "))
+            }
+            SpecErrorKind::Repeated(k) => write!(f, "`{k}` is given twice"),
+            SpecErrorKind::BadNumber { key, value } => {
+                write!(f, "`{key}` must be a positive whole number, not `{value}`")
+            }
+            SpecErrorKind::BadSize(e) => write!(f, "`mem`: {e}"),
+            SpecErrorKind::BadMachineOption(o) => {
+                write!(f, "machine option `{o}` is not `key=value`")
+            }
+            SpecErrorKind::BadExit(v) => {
+                write!(f, "`exit` must be 0, nonzero or a number, not `{v}`")
+            }
+            SpecErrorKind::EmptyValue(k) => write!(f, "`{k}` needs a value"),
+            SpecErrorKind::NothingChecked => write!(
+                f,
+                "the test checks no output; add at least one `expect` or `expect-anywhere`"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+fn err(line: usize, kind: SpecErrorKind) -> SpecError {
+    SpecError { line, kind }
+}
+
+/// The key as the `&'static str` from [`KEYS`], for error messages.
+fn known_key(key: &str) -> Option<&'static str> {
+    KEYS.iter().copied().find(|k| *k == key)
+}
+
+fn unquote(value: &str) -> &str {
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value)
+}
+
+pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
+    let mut spec = Spec {
+        name: name.to_string(),
+        variant: Variant::new(Vec::new()),
+        smp: 1,
+        mem: Size::from_mib(1024),
+        machine_options: Vec::new(),
+        qemu_args: Vec::new(),
+        expect: Vec::new(),
+        expect_anywhere: Vec::new(),
+        forbid: Vec::new(),
+        exit: ExpectedExit::Code(0),
+        timeout: Duration::from_secs(60),
+    };
+    let mut seen: Vec<&'static str> = Vec::new();
+    let mut features = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let (key, value) = trimmed
+            .split_once('=')
+            .ok_or(err(line, SpecErrorKind::NoEquals))?;
+        let key = known_key(key.trim())
+            .ok_or_else(|| err(line, SpecErrorKind::UnknownKey(key.trim().to_string())))?;
+        let value = unquote(value.trim());
+        let repeatable = matches!(
+            key,
+            "features" | "machine" | "qemu-args" | "expect" | "expect-anywhere" | "forbid"
+        );
+        if !repeatable && seen.contains(&key) {
+            return Err(err(line, SpecErrorKind::Repeated(key)));
+        }
+        seen.push(key);
+        if value.is_empty() && key != "features" {
+            return Err(err(line, SpecErrorKind::EmptyValue(key)));
+        }
+        let number = |value: &str| -> Result<u64, SpecError> {
+            value.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                err(
+                    line,
+                    SpecErrorKind::BadNumber {
+                        key,
+                        value: value.to_string(),
+                    },
+                )
+            })
+        };
+        match key {
+            "features" => features.extend(value.split(',').map(str::to_string)),
+            "smp" => {
+                spec.smp = u32::try_from(number(value)?).map_err(|_| {
+                    err(
+                        line,
+                        SpecErrorKind::BadNumber {
+                            key,
+                            value: value.to_string(),
+                        },
+                    )
+                })?
+            }
+            "mem" => {
+                spec.mem = size::parse(value).map_err(|e| err(line, SpecErrorKind::BadSize(e)))?
+            }
+            "machine" => {
+                for option in value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+                    let (k, v) = option
+                        .split_once('=')
+                        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+                        .ok_or_else(|| {
+                            err(line, SpecErrorKind::BadMachineOption(option.to_string()))
+                        })?;
+                    spec.machine_options.push((k.to_string(), v.to_string()));
+                }
+            }
+            "qemu-args" => spec
+                .qemu_args
+                .extend(value.split_whitespace().map(str::to_string)),
+            "expect" => spec.expect.push(value.to_string()),
+            "expect-anywhere" => spec.expect_anywhere.push(value.to_string()),
+            "forbid" => spec.forbid.push(value.to_string()),
+            "exit" => {
+                spec.exit = match value {
+                    "nonzero" => ExpectedExit::NonZero,
+                    v => ExpectedExit::Code(
+                        v.parse()
+                            .map_err(|_| err(line, SpecErrorKind::BadExit(v.to_string())))?,
+                    ),
+                }
+            }
+            "timeout" => spec.timeout = Duration::from_secs(number(value)?),
+            _ => unreachable!("every key in KEYS is handled"),
+        }
+    }
+    if spec.expect.is_empty() && spec.expect_anywhere.is_empty() {
+        return Err(err(0, SpecErrorKind::NothingChecked));
+    }
+    spec.variant = Variant::new(features);
+    Ok(spec)
+}
+
+/// Why a run does not meet its spec; `None` means it passed.
+pub fn judge(spec: &Spec, output: &str, outcome: Outcome) -> Option<String> {
+    let mut missing = None;
+    let mut from = 0;
+    for (i, want) in spec.expect.iter().enumerate() {
+        match output[from..].find(want.as_str()) {
+            Some(at) => from += at + want.len(),
+            None => {
+                missing = Some(match i.checked_sub(1).map(|p| &spec.expect[p]) {
+                    Some(previous) => format!("{want:?} not found after {previous:?}"),
+                    None => format!("{want:?} not found"),
+                });
+                break;
+            }
+        }
+    }
+    if missing.is_none() {
+        missing = spec
+            .expect_anywhere
+            .iter()
+            .find(|want| !output.contains(want.as_str()))
+            .map(|want| format!("{want:?} not found"));
+    }
+    if outcome == Outcome::TimedOut {
+        let secs = spec.timeout.as_secs();
+        return Some(match missing {
+            Some(m) => format!("timed out after {secs}s; {m}"),
+            None => format!("timed out after {secs}s with all expected output seen"),
+        });
+    }
+    if let Some(bad) = spec.forbid.iter().find(|bad| output.contains(bad.as_str())) {
+        return Some(format!("forbidden output {bad:?} found"));
+    }
+    if let Some(m) = missing {
+        return Some(m);
+    }
+    let Outcome::Exited(code) = outcome else {
+        unreachable!("timeouts are handled above")
+    };
+    match spec.exit {
+        ExpectedExit::Code(want) if code != want => {
+            Some(format!("exit status {code}, expected {want}"))
+        }
+        ExpectedExit::NonZero if code == 0 => {
+            Some("exit status 0, expected a failure status".to_string())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMP4: &str = r#"
+# Four CPUs come online.
+smp = 4
+mem = 512M
+machine = highmem=off
+expect = cpu 0 online (MPIDR 0x
+expect-anywhere = cpu 3 online
+expect = all 4 CPUs online
+forbid = panic at
+timeout = 30
+"#;
+
+    #[test]
+    fn a_full_spec_parses_with_defaults_for_the_rest() {
+        let spec = parse("boot/smp4", SMP4).unwrap();
+        assert_eq!(spec.name, "boot/smp4");
+        assert_eq!(spec.smp, 4);
+        assert_eq!(spec.mem, size::parse("512M").unwrap());
+        assert_eq!(
+            spec.machine_options,
+            [("highmem".to_string(), "off".to_string())]
+        );
+        assert_eq!(spec.expect, ["cpu 0 online (MPIDR 0x", "all 4 CPUs online"]);
+        assert_eq!(spec.expect_anywhere, ["cpu 3 online"]);
+        assert_eq!(spec.forbid, ["panic at"]);
+        assert_eq!(spec.exit, ExpectedExit::Code(0));
+        assert_eq!(spec.timeout, Duration::from_secs(30));
+        assert_eq!(spec.variant.to_string(), "default");
+    }
+
+    #[test]
+    fn features_exit_quotes_and_qemu_args() {
+        let spec = parse(
+            "t",
+            "features = test-panic\nexit = nonzero\nexpect = \" panic at \"\nqemu-args = -d  guest_errors\n",
+        )
+        .unwrap();
+        assert_eq!(spec.variant.to_string(), "test-panic");
+        assert_eq!(spec.exit, ExpectedExit::NonZero);
+        assert_eq!(spec.expect, [" panic at "]);
+        assert_eq!(spec.qemu_args, ["-d", "guest_errors"]);
+        assert_eq!(
+            parse("t", "exit = 3\nexpect = x").unwrap().exit,
+            ExpectedExit::Code(3)
+        );
+    }
+
+    #[test]
+    fn mistakes_name_the_line_and_the_fix() {
+        let kind = |text: &str| parse("t", text).unwrap_err();
+        assert_eq!(
+            kind("expect = x\nsmpp = 2"),
+            err(2, SpecErrorKind::UnknownKey("smpp".into()))
+        );
+        assert_eq!(kind("expect x"), err(1, SpecErrorKind::NoEquals));
+        assert_eq!(
+            kind("smp = 1\nsmp = 2"),
+            err(2, SpecErrorKind::Repeated("smp"))
+        );
+        assert_eq!(
+            kind("smp = 0"),
+            err(
+                1,
+                SpecErrorKind::BadNumber {
+                    key: "smp",
+                    value: "0".into()
+                }
+            )
+        );
+        assert!(matches!(kind("mem = 512").kind, SpecErrorKind::BadSize(_)));
+        assert_eq!(
+            kind("machine = gic"),
+            err(1, SpecErrorKind::BadMachineOption("gic".into()))
+        );
+        assert_eq!(
+            kind("exit = maybe"),
+            err(1, SpecErrorKind::BadExit("maybe".into()))
+        );
+        assert_eq!(
+            kind("expect ="),
+            err(1, SpecErrorKind::EmptyValue("expect"))
+        );
+        assert_eq!(kind("smp = 2"), err(0, SpecErrorKind::NothingChecked));
+        assert!(
+            kind("expect = x\nsmpp = 2")
+                .to_string()
+                .starts_with("line 2: unknown key `smpp`")
+        );
+    }
+
+    fn smp4() -> Spec {
+        parse("boot/smp4", SMP4).unwrap()
+    }
+
+    const GOOD: &str = "cpu 0 online (MPIDR 0x0)\ncpu 3 online (MPIDR 0x3)\nall 4 CPUs online\n";
+
+    #[test]
+    fn expected_output_and_status_pass() {
+        assert_eq!(judge(&smp4(), GOOD, Outcome::Exited(0)), None);
+    }
+
+    #[test]
+    fn ordered_expectations_must_come_in_order() {
+        let out = "all 4 CPUs online\ncpu 0 online (MPIDR 0x0)\ncpu 3 online\n";
+        assert_eq!(
+            judge(&smp4(), out, Outcome::Exited(0)).unwrap(),
+            "\"all 4 CPUs online\" not found after \"cpu 0 online (MPIDR 0x\""
+        );
+        let out = "cpu 0 online (MPIDR 0x0)\nall 4 CPUs online\n";
+        assert_eq!(
+            judge(&smp4(), out, Outcome::Exited(0)).unwrap(),
+            "\"cpu 3 online\" not found"
+        );
+    }
+
+    #[test]
+    fn forbidden_output_and_wrong_status_fail() {
+        let out = format!("{GOOD}panic at hyp/src/main.rs:1:1\n");
+        assert_eq!(
+            judge(&smp4(), &out, Outcome::Exited(0)).unwrap(),
+            "forbidden output \"panic at\" found"
+        );
+        assert_eq!(
+            judge(&smp4(), GOOD, Outcome::Exited(1)).unwrap(),
+            "exit status 1, expected 0"
+        );
+        let mut failing = smp4();
+        failing.exit = ExpectedExit::NonZero;
+        assert_eq!(judge(&failing, GOOD, Outcome::Exited(1)), None);
+        assert_eq!(
+            judge(&failing, GOOD, Outcome::Exited(0)).unwrap(),
+            "exit status 0, expected a failure status"
+        );
+    }
+
+    #[test]
+    fn a_timeout_fails_even_with_the_right_output_and_names_what_is_missing() {
+        assert_eq!(
+            judge(&smp4(), GOOD, Outcome::TimedOut).unwrap(),
+            "timed out after 30s with all expected output seen"
+        );
+        assert_eq!(
+            judge(&smp4(), "cpu 0 online (MPIDR 0x0)\n", Outcome::TimedOut).unwrap(),
+            "timed out after 30s; \"all 4 CPUs online\" not found after \"cpu 0 online (MPIDR 0x\""
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! Where the workspace and its build outputs are, and the preconditions every command checks
+//! before doing real work (a Rust target that is not installed fails late and obscurely otherwise).
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Workspace {
+    pub root: PathBuf,
+    pub target_dir: PathBuf,
+}
+
+impl Workspace {
+    /// The workspace that contains this xtask (`tools/xtask` two levels below the root), so the
+    /// commands work from any directory.
+    pub fn locate() -> Result<Self> {
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        let root = manifest_dir.join("../..");
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("cannot find the workspace root at {}", root.display()))?;
+        if !root.join("Cargo.toml").is_file() || !root.join("hyp/Cargo.toml").is_file() {
+            bail!(
+                "{} is not the hypervisor workspace (no Cargo.toml with hyp/ beside it); \
+                 run `cargo xtask` from inside the workspace",
+                root.display()
+            );
+        }
+        let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => root.join(dir),
+            None => root.join("target"),
+        };
+        Ok(Self { root, target_dir })
+    }
+
+    /// A `cargo` command run at the workspace root, so `rust-toolchain.toml` picks the toolchain.
+    pub fn cargo(&self) -> Command {
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(&self.root);
+        cmd
+    }
+
+    /// `path` relative to the workspace root when it is inside it, for short messages.
+    pub fn display<'a>(&self, path: &'a Path) -> std::path::Display<'a> {
+        path.strip_prefix(&self.root).unwrap_or(path).display()
+    }
+
+    /// Fails unless the standard library for `target` is installed in the toolchain that
+    /// `rust-toolchain.toml` selects.
+    pub fn require_target(&self, target: &str) -> Result<()> {
+        let out = Command::new("rustc")
+            .args(["--print", "sysroot"])
+            .current_dir(&self.root)
+            .output()
+            .context("cannot run `rustc`; install Rust with rustup (https://rustup.rs)")?;
+        if !out.status.success() {
+            bail!(
+                "`rustc --print sysroot` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if !sysroot.join("lib/rustlib").join(target).is_dir() {
+            bail!(
+                "the Rust target {target} is not installed; run `rustup target add {target}` \
+                 in {} (or `rustup show`, which installs what rust-toolchain.toml lists)",
+                self.root.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The first executable file called `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
