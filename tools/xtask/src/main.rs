@@ -3,7 +3,9 @@
 //! lint, benchmark. Big commands compose small ones: `test` builds every image variant its tests
 //! need, then boots each the way `qemu` does.
 
+mod bench;
 mod build;
+mod check;
 mod exit;
 mod host_tests;
 mod image;
@@ -19,19 +21,37 @@ use std::process::ExitCode;
 
 /// Developer tasks for the aarch64 EL2 hypervisor.
 #[derive(Parser)]
-#[command(name = "cargo xtask", version, about)]
+#[command(bin_name = "cargo xtask", version)]
 enum Xtask {
-    /// Build the hypervisor ELF and its flat arm64 Image (what QEMU `-kernel` and U-Boot `booti`
-    /// load) and print their paths.
+    /// Build the hypervisor ELF and flat arm64 Image, print their paths.
+    ///
+    /// The flat Image is what QEMU `-kernel` and U-Boot `booti` load; the ELF is for GDB.
     Build(build::BuildArgs),
-    /// Build, then boot the hypervisor under QEMU with the console on this terminal. Exits with
-    /// the hypervisor's status: 0 after a clean shutdown, non-zero after a panic or an unexpected
-    /// EL2 exception, 124 on --timeout. Quit QEMU by hand with Ctrl-A X.
+    /// Build, then boot the hypervisor under QEMU with the console on this terminal.
+    ///
+    /// Exits with the hypervisor's status: 0 after a clean shutdown, non-zero after a panic or
+    /// an unexpected EL2 exception, 124 on --timeout. Quit QEMU by hand with Ctrl-A X.
+    /// QEMU is `$QEMU` if set, else qemu-system-aarch64 (installed with apt-get when missing
+    /// and run as root on Debian/Ubuntu).
     Qemu(qemu::QemuArgs),
-    /// Run the host unit tests (`cargo test --workspace`), then the QEMU integration tests
-    /// described by `tests/**/*.test`, in parallel. Logs go to <target>/qemu-logs/<test>.log;
-    /// the last line is `N passed, M failed`, and the status is non-zero unless all pass.
+    /// Run the host unit tests, then the QEMU integration tests under tests/.
+    ///
+    /// Host tests are `cargo test --workspace`; QEMU tests are the `tests/**/*.test` files
+    /// (format: tests/README.md), run in parallel, each with a timeout and its log in
+    /// <target>/qemu-logs/<test>.log. The last line is `N passed, M failed`; the status is
+    /// non-zero unless all pass.
     Test(runner::TestArgs),
+    /// Check formatting, run clippy (host and aarch64) and build the hypervisor.
+    ///
+    /// `cargo fmt --all --check`, clippy with `-D warnings` on the host (all targets) and for
+    /// the aarch64 hypervisor, and the aarch64 build with its flat image. Runs every step and
+    /// names the ones that failed.
+    Check,
+    /// Run the benchmarks.
+    ///
+    /// For now the host criterion benchmark of the stage-2 code (`cargo bench -p hyp --bench
+    /// stage2`); `--list` shows them all.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +59,8 @@ fn main() -> ExitCode {
         Xtask::Build(args) => build::run(&args),
         Xtask::Qemu(args) => qemu::run(&args),
         Xtask::Test(args) => runner::run(&args),
+        Xtask::Check => check::run(),
+        Xtask::Bench(args) => bench::run(&args),
     };
     exit::report(result)
 }
