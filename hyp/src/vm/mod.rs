@@ -1,0 +1,4 @@
+//! Virtual machines: what the guest sees of the machine, decided portably; the world switch
+//! that applies those decisions lives in `arch`.
+
+pub mod psci;
