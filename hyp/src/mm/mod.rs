@@ -4,3 +4,9 @@
 
 pub mod addr;
 pub mod ownership;
+pub mod descriptor;
+pub mod phys;
+pub mod stage2;
+pub mod tlb;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;

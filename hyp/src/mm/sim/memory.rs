@@ -1,0 +1,177 @@
+//! Simulated physical memory: a contiguous RAM range of 4 KiB frames, allocated lazily (an
+//! untouched frame reads as zero). Holds page tables and guest data alike.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use crate::mm::addr::{PAGE_SHIFT, PAGE_SIZE, Pa, Pfn};
+use crate::mm::descriptor::{ENTRIES_PER_TABLE, Pte};
+use crate::mm::phys::PhysMem;
+
+/// One frame as 64-bit words.
+pub type FrameWords = [u64; ENTRIES_PER_TABLE];
+
+/// RAM `[base, base + len)`. Accesses outside it are bugs in the caller and panic.
+pub struct SimMemory {
+    base: u64,
+    frames: Vec<Option<Box<FrameWords>>>,
+}
+
+impl core::fmt::Debug for SimMemory {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SimMemory")
+            .field("base", &Pa::new(self.base))
+            .field("frames", &self.frames.len())
+            .field(
+                "touched",
+                &self.frames.iter().filter(|f| f.is_some()).count(),
+            )
+            .finish()
+    }
+}
+
+impl SimMemory {
+    /// RAM of `len` bytes at `base` (both page aligned).
+    pub fn new(base: Pa, len: u64) -> Self {
+        assert!(
+            base.is_aligned(PAGE_SIZE) && len.is_multiple_of(PAGE_SIZE),
+            "unaligned sim RAM"
+        );
+        let mut frames = Vec::new();
+        frames.resize_with((len / PAGE_SIZE) as usize, || None);
+        Self {
+            base: base.raw(),
+            frames,
+        }
+    }
+
+    pub fn base(&self) -> Pa {
+        Pa::new(self.base)
+    }
+    /// One past the last byte.
+    pub fn end(&self) -> Pa {
+        Pa::new(self.base + self.frames.len() as u64 * PAGE_SIZE)
+    }
+    pub fn contains(&self, pa: Pa) -> bool {
+        pa >= self.base() && pa < self.end()
+    }
+
+    #[inline]
+    fn slot(&self, pa: u64) -> (usize, usize) {
+        let off = pa.checked_sub(self.base).expect("PA below sim RAM");
+        (
+            (off >> PAGE_SHIFT) as usize,
+            ((off & (PAGE_SIZE - 1)) >> 3) as usize,
+        )
+    }
+
+    /// The 64-bit word at `pa` (8-byte aligned).
+    #[inline]
+    pub fn read_u64(&self, pa: Pa) -> u64 {
+        debug_assert!(pa.is_aligned(8), "unaligned read at {pa:?}");
+        let (frame, word) = self.slot(pa.raw());
+        match &self.frames[frame] {
+            Some(f) => f[word],
+            None => 0,
+        }
+    }
+
+    /// Store the 64-bit word at `pa` (8-byte aligned).
+    #[inline]
+    pub fn write_u64(&mut self, pa: Pa, value: u64) {
+        debug_assert!(pa.is_aligned(8), "unaligned write at {pa:?}");
+        let (frame, word) = self.slot(pa.raw());
+        self.frames[frame].get_or_insert_with(|| Box::new([0; ENTRIES_PER_TABLE]))[word] = value;
+    }
+
+    /// Copy bytes out of RAM starting at `pa` (may cross frames).
+    pub fn read_bytes(&self, pa: Pa, buf: &mut [u8]) {
+        for (i, b) in buf.iter_mut().enumerate() {
+            let at = pa.raw() + i as u64;
+            let word = self.read_u64(Pa::new(at & !7));
+            *b = (word >> ((at & 7) * 8)) as u8;
+        }
+    }
+
+    /// Copy bytes into RAM starting at `pa` (may cross frames).
+    pub fn write_bytes(&mut self, pa: Pa, buf: &[u8]) {
+        for (i, &b) in buf.iter().enumerate() {
+            let at = pa.raw() + i as u64;
+            let aligned = Pa::new(at & !7);
+            let shift = (at & 7) * 8;
+            let word = (self.read_u64(aligned) & !(0xff << shift)) | (u64::from(b) << shift);
+            self.write_u64(aligned, word);
+        }
+    }
+
+    fn index_of(&self, pfn: Pfn) -> usize {
+        self.slot(pfn.base().raw()).0
+    }
+
+    /// Fill the frame with zeros.
+    pub fn zero_frame(&mut self, pfn: Pfn) {
+        let i = self.index_of(pfn);
+        self.frames[i] = None;
+    }
+
+    /// Copy a whole frame's contents.
+    pub fn copy_frame(&mut self, from: Pfn, to: Pfn) {
+        let (src, dst) = (self.index_of(from), self.index_of(to));
+        self.frames[dst] = self.frames[src].clone();
+    }
+
+    /// A frame's contents as words.
+    pub fn frame_words(&self, pfn: Pfn) -> FrameWords {
+        match &self.frames[self.index_of(pfn)] {
+            Some(f) => **f,
+            None => [0; ENTRIES_PER_TABLE],
+        }
+    }
+}
+
+impl PhysMem for SimMemory {
+    #[inline]
+    fn read_pte(&self, table: Pa, index: usize) -> Pte {
+        Pte::from_raw(self.read_u64(Pa::new(table.raw() + 8 * index as u64)))
+    }
+    #[inline]
+    fn write_pte(&mut self, table: Pa, index: usize, pte: Pte) {
+        self.write_u64(Pa::new(table.raw() + 8 * index as u64), pte.raw())
+    }
+    fn zero_table(&mut self, table: Pa) {
+        self.zero_frame(Pfn::containing(table))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_bytes_and_frames() {
+        let mut m = SimMemory::new(Pa::new(0x4000_0000), 4 * PAGE_SIZE);
+        assert_eq!(
+            m.read_u64(Pa::new(0x4000_1008)),
+            0,
+            "untouched RAM reads zero"
+        );
+        m.write_u64(Pa::new(0x4000_1008), 0x1122_3344_5566_7788);
+        let mut b = [0u8; 3];
+        m.read_bytes(Pa::new(0x4000_1009), &mut b);
+        assert_eq!(b, [0x77, 0x66, 0x55], "little endian");
+        // Across a frame boundary.
+        m.write_bytes(Pa::new(0x4000_1ffe), &[1, 2, 3, 4]);
+        assert_eq!(m.read_u64(Pa::new(0x4000_2000)) & 0xffff, 0x0403);
+        m.copy_frame(
+            Pfn::containing(Pa::new(0x4000_1000)),
+            Pfn::containing(Pa::new(0x4000_3000)),
+        );
+        assert_eq!(m.read_u64(Pa::new(0x4000_3008)), 0x1122_3344_5566_7788);
+        m.zero_frame(Pfn::containing(Pa::new(0x4000_1000)));
+        assert_eq!(
+            m.frame_words(Pfn::containing(Pa::new(0x4000_1000))),
+            [0; 512]
+        );
+        assert!(m.contains(Pa::new(0x4000_3fff)) && !m.contains(Pa::new(0x4000_4000)));
+    }
+}
