@@ -24,7 +24,8 @@ const TAIL_LINES: usize = 12;
 
 #[derive(clap::Args)]
 pub struct TestArgs {
-    /// Run only the QEMU tests whose name (path below tests/ without `.test`) contains FILTER.
+    /// Run only the QEMU tests whose name (path below tests/ without `.test`) contains FILTER;
+    /// the host tests still run unless --qemu-only.
     pub filter: Option<String>,
     /// Skip the host unit tests (`cargo test --workspace`).
     #[arg(long, conflicts_with = "host_only")]
@@ -252,5 +253,47 @@ fn print_result(ws: &Workspace, r: &TestResult) {
         for line in &lines[lines.len().saturating_sub(TAIL_LINES)..] {
             let _ = writeln!(out, "    | {line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_tests_parse_and_cover_issue_2() {
+        let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests");
+        let specs = load_specs(&tests).unwrap();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        for name in [
+            "boot/smp1",
+            "boot/smp4",
+            "boot/el2-fault",
+            "boot/panic",
+            "boot/el1-entry",
+        ] {
+            assert!(names.contains(&name), "{name} missing from {names:?}");
+        }
+    }
+
+    #[test]
+    fn test_files_are_found_recursively_and_named_by_their_path() {
+        let dir = std::env::temp_dir().join(format!("xtask-specs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("b/deep")).unwrap();
+        std::fs::write(dir.join("b/deep/two.test"), "expect = y\n").unwrap();
+        std::fs::write(dir.join("a.test"), "expect = x\n").unwrap();
+        std::fs::write(dir.join("notes.md"), "not a test").unwrap();
+        let names: Vec<String> = load_specs(&dir)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["a", "b/deep/two"]);
+
+        std::fs::write(dir.join("bad.test"), "expect = x\nsmp = many\n").unwrap();
+        let err = format!("{:#}", load_specs(&dir).unwrap_err());
+        assert!(err.contains("bad.test") && err.contains("line 2"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
