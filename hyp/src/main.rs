@@ -10,34 +10,49 @@ fn main() {
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod el2 {
-    use core::fmt::Write;
-    use hyp::arch::aarch64::{pl011, psci, semihosting, sysreg};
+    use hyp::arch::aarch64::fatal::{self, ExitCode, Fatal};
+    use hyp::arch::aarch64::{console, sysreg};
 
+    /// The boot CPU's first Rust code (from `_start`, see arch/aarch64/head.rs).
     #[unsafe(no_mangle)]
     extern "C" fn hyp_boot(dtb: u64) -> ! {
-        // SAFETY: QEMU virt's PL011, MMU off.
-        let mut uart = unsafe { pl011::Pl011::new(pl011::QEMU_VIRT_PL011) };
-        let _ = writeln!(uart, "hello from EL{} dtb={dtb:#x}", sysreg::current_el());
-        if sysreg::current_el() != 2 {
-            semihosting::exit(3);
+        let el = sysreg::current_el();
+        if el != 2 {
+            console::print_raw(format_args!(
+                "hyp: entered at EL{el}: must be entered at EL2; on QEMU use -M virt,virtualization=on"
+            ));
+            fatal::stop_machine(ExitCode::WrongEl);
         }
-        psci::system_off();
-        loop {
-            sysreg::wfe();
+        console::print_raw(format_args!("hyp: EL2, DTB at {dtb:#x}"));
+        if cfg!(feature = "test-el2-fault") {
+            // SAFETY: deliberately not sound: this test build reads an unmapped address to
+            // check that the EL2 exception report works.
+            let v = unsafe { core::ptr::read_volatile(0x1_0000_0000_0000 as *const u64) };
+            console::print_raw(format_args!("read {v:#x}: the fault did not happen"));
         }
+        if cfg!(feature = "test-panic") {
+            panic!("test-panic build: deliberate panic after bring-up");
+        }
+        fatal::power_off()
     }
 
     #[unsafe(no_mangle)]
     extern "C" fn secondary_main(_cpu: u64) -> ! {
-        loop {
-            sysreg::wfe();
-        }
+        fatal::park()
     }
 
     #[panic_handler]
-    fn panic(_: &core::panic::PanicInfo) -> ! {
-        loop {
-            sysreg::wfe();
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        match fatal::enter() {
+            Fatal::Report => {
+                let (file, line) = info.location().map_or(("?", 0), |l| (l.file(), l.line()));
+                console::print_line(format_args!("panic at {file}:{line}: {}", info.message()));
+            }
+            Fatal::Nested => {
+                console::print_raw(format_args!("panic while panicking: {}", info.message()))
+            }
+            Fatal::Park => fatal::park(),
         }
+        fatal::stop_machine(ExitCode::Panic)
     }
 }

@@ -26,7 +26,12 @@ pub struct MmuConfig {
 }
 
 #[unsafe(no_mangle)]
-pub static mut MMU_CONFIG: MmuConfig = MmuConfig { mair: 0, tcr: 0, ttbr0: 0, sctlr: 0 };
+pub static mut MMU_CONFIG: MmuConfig = MmuConfig {
+    mair: 0,
+    tcr: 0,
+    ttbr0: 0,
+    sctlr: 0,
+};
 
 /// HCR_EL2 while no guest exists: EL1 is AArch64 (RW) and nothing else is trapped or routed;
 /// E2H = 0 so EL2 registers keep their non-VHE layout.
@@ -67,6 +72,7 @@ link_base:
     msr     hcr_el2, x9
     ldr     x9, ={sctlr}
     msr     sctlr_el2, x9
+    msr     tpidr_el2, xzr          /* no per-CPU data yet (see percpu.rs) */
     isb
 2:
     /* Relocate: x20 = load address - link address. */
@@ -219,17 +225,3 @@ unsafe extern "C" {
     /// Where PSCI CPU_ON starts secondaries (x0 = logical CPU index).
     pub fn secondary_entry();
 }
-
-core::arch::global_asm!(
-    r#"
-    .section .text.vectors, "ax"
-    .balign 2048
-    .global el2_vectors
-el2_vectors:
-    .space 2048
-    .balign 2048
-    .global el1_vectors
-el1_vectors:
-    .space 2048
-"#
-);

@@ -68,10 +68,22 @@ impl ImageLayout {
         // never their (nonexistent) contents.
         unsafe {
             Self {
-                text: Span { start: sym(&__image_start), end: sym(&__text_end) },
-                rodata: Span { start: sym(&__text_end), end: sym(&__rodata_end) },
-                data: Span { start: sym(&__rodata_end), end: sym(&__image_end) },
-                bss: Span { start: sym(&__bss_start), end: sym(&__bss_end) },
+                text: Span {
+                    start: sym(&__image_start),
+                    end: sym(&__text_end),
+                },
+                rodata: Span {
+                    start: sym(&__text_end),
+                    end: sym(&__rodata_end),
+                },
+                data: Span {
+                    start: sym(&__rodata_end),
+                    end: sym(&__image_end),
+                },
+                bss: Span {
+                    start: sym(&__bss_start),
+                    end: sym(&__bss_end),
+                },
                 stacks: sym(&__stacks_start),
             }
         }
@@ -79,12 +91,18 @@ impl ImageLayout {
 
     /// The whole image, header to end of .bss.
     pub fn image(&self) -> Span {
-        Span { start: self.text.start, end: self.data.end }
+        Span {
+            start: self.text.start,
+            end: self.data.end,
+        }
     }
 
     /// The two guard pages of CPU slot `cpu`.
     pub fn guard_pages(&self, cpu: usize) -> [Pa; 2] {
         let slot = self.stacks.raw() + (cpu * STACK_SLOT_SIZE) as u64;
-        [Pa::new(slot), Pa::new(slot + (GUARD_SIZE + STACK_SIZE) as u64)]
+        [
+            Pa::new(slot),
+            Pa::new(slot + (GUARD_SIZE + STACK_SIZE) as u64),
+        ]
     }
 }

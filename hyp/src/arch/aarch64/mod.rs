@@ -1,7 +1,12 @@
 //! aarch64 EL2: boot, vectors, system registers, TLB maintenance.
+//! All assembly, system-register and barrier code of the hypervisor lives under this module.
+pub mod console;
+pub mod exception;
+pub mod fatal;
 pub mod head;
 pub mod heap;
 pub mod layout;
+pub mod percpu;
 pub mod pl011;
 pub mod psci;
 pub mod semihosting;

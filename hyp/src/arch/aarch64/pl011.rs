@@ -46,7 +46,8 @@ impl Pl011 {
     pub const unsafe fn new(base: u64) -> Self {
         // SAFETY: the caller guarantees `base` points at PL011 registers that stay mapped; the
         // register block is only accessed through volatile tock-registers accessors.
-        Self { regs: unsafe { &*(base as *const Pl011Regs) } }
+        let regs = unsafe { &*(base as *const Pl011Regs) };
+        Self { regs }
     }
 
     pub fn base(&self) -> u64 {

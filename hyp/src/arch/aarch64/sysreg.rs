@@ -24,7 +24,6 @@ macro_rules! write_sysreg {
     };
 }
 
-
 /// The exception level the CPU runs at (0..=3).
 pub fn current_el() -> u8 {
     ((read_sysreg!("CurrentEL") >> 2) & 3) as u8
@@ -108,3 +107,4 @@ pub unsafe fn invalidate_dcache_range(start: u64, len: u64) {
     }
     dsb_sy();
 }
+pub(crate) use {read_sysreg, write_sysreg};

@@ -1,0 +1,186 @@
+//! EL2 exception vectors and the report of an unexpected exception.
+//!
+//! No guest runs yet, so every exception taken to EL2 is unexpected: the handler prints the
+//! decoded syndrome and the registers, then stops the machine with a non-zero exit status.
+//! Normal code runs on SP_EL0, so the vectors used are "current EL with SP0"; exceptions always
+//! switch to SP_EL2 (the per-CPU exception stack), so a normal stack overflowing into its guard
+//! page is still reported.
+
+use super::fatal::{self, ExitCode, Fatal};
+use super::layout::{ImageLayout, MAX_CPUS};
+use super::{console, percpu, semihosting};
+use crate::esr::Esr;
+
+/// Registers saved by the vector entry, in the order `el2_trap_common` stores them.
+#[repr(C)]
+pub struct TrapFrame {
+    pub x: [u64; 31],
+    pub elr: u64,
+    pub spsr: u64,
+    pub esr: u64,
+    pub far: u64,
+    pub sp_el0: u64,
+}
+
+const FRAME_SIZE: usize = core::mem::size_of::<TrapFrame>();
+const _: () = assert!(FRAME_SIZE == 36 * 8 && FRAME_SIZE.is_multiple_of(16));
+
+core::arch::global_asm!(
+    r#"
+    .macro  VENTRY kind
+    .balign 0x80
+    sub     sp, sp, #{frame}
+    stp     x0, x1, [sp]
+    mov     x1, #\kind
+    b       el2_trap_common
+    .endm
+
+    .section .text.vectors, "ax"
+    .balign 2048
+    .global el2_vectors
+el2_vectors:
+    VENTRY 0
+    VENTRY 1
+    VENTRY 2
+    VENTRY 3
+    VENTRY 4
+    VENTRY 5
+    VENTRY 6
+    VENTRY 7
+    VENTRY 8
+    VENTRY 9
+    VENTRY 10
+    VENTRY 11
+    VENTRY 12
+    VENTRY 13
+    VENTRY 14
+    VENTRY 15
+
+el2_trap_common:
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+    stp     x18, x19, [sp, #144]
+    stp     x20, x21, [sp, #160]
+    stp     x22, x23, [sp, #176]
+    stp     x24, x25, [sp, #192]
+    stp     x26, x27, [sp, #208]
+    stp     x28, x29, [sp, #224]
+    mrs     x2, elr_el2
+    stp     x30, x2, [sp, #240]
+    mrs     x3, spsr_el2
+    mrs     x4, esr_el2
+    stp     x3, x4, [sp, #256]
+    mrs     x5, far_el2
+    mrs     x6, sp_el0
+    stp     x5, x6, [sp, #272]
+    mov     x0, sp
+    bl      el2_unexpected_exception
+1:  wfe
+    b       1b
+
+    /* Entered at EL1 by mistake and something trapped (e.g. no semihosting): power off. */
+    .macro  VENTRY1
+    .balign 0x80
+    b       el1_unexpected_exception
+    .endm
+    .balign 2048
+    .global el1_vectors
+el1_vectors:
+    .rept 16
+    VENTRY1
+    .endr
+"#,
+    frame = const FRAME_SIZE,
+);
+
+/// Where the exception came from, from the vector index.
+fn origin(kind: u64) -> &'static str {
+    const ORIGIN: [&str; 16] = [
+        "synchronous from EL2 (SP_EL0)",
+        "IRQ from EL2 (SP_EL0)",
+        "FIQ from EL2 (SP_EL0)",
+        "SError from EL2 (SP_EL0)",
+        "synchronous from EL2 (SP_EL2)",
+        "IRQ from EL2 (SP_EL2)",
+        "FIQ from EL2 (SP_EL2)",
+        "SError from EL2 (SP_EL2)",
+        "synchronous from a lower EL (AArch64)",
+        "IRQ from a lower EL (AArch64)",
+        "FIQ from a lower EL (AArch64)",
+        "SError from a lower EL (AArch64)",
+        "synchronous from a lower EL (AArch32)",
+        "IRQ from a lower EL (AArch32)",
+        "FIQ from a lower EL (AArch32)",
+        "SError from a lower EL (AArch32)",
+    ];
+    ORIGIN
+        .get(kind as usize)
+        .copied()
+        .unwrap_or("unknown vector")
+}
+
+/// Which stack guard page, if any, `addr` falls in: (cpu, is the exception stack's guard).
+fn guard_page_hit(addr: u64) -> Option<(usize, bool)> {
+    let layout = ImageLayout::get();
+    (0..MAX_CPUS).find_map(|cpu| {
+        let [below_stack, below_exc] = layout.guard_pages(cpu);
+        let hit = |g: crate::mm::addr::Pa| (g.raw()..g.raw() + 4096).contains(&addr);
+        if hit(below_stack) {
+            Some((cpu, false))
+        } else if hit(below_exc) {
+            Some((cpu, true))
+        } else {
+            None
+        }
+    })
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn el2_unexpected_exception(frame: &TrapFrame, kind: u64) -> ! {
+    let esr = Esr(frame.esr);
+    if esr.ec() == 0 && frame.elr == semihosting::hlt_address() {
+        fatal::semihosting_unavailable();
+    }
+    let cpu = percpu::cpu_index();
+    match fatal::enter() {
+        Fatal::Report => {}
+        Fatal::Park => fatal::park(),
+        Fatal::Nested => {
+            console::print_raw(format_args!(
+                "EL2 exception while reporting a fatal error on cpu {cpu}: {esr} ELR={:#x} FAR={:#x}",
+                frame.elr, frame.far
+            ));
+            fatal::stop_machine(ExitCode::Exception);
+        }
+    }
+    console::print_line(format_args!("EL2 exception on cpu {cpu}: {}", origin(kind)));
+    console::print_line(format_args!("  {esr}"));
+    console::print_line(format_args!(
+        "  FAR={:#018x} ELR={:#018x} SPSR={:#010x} ESR={:#010x}",
+        frame.far, frame.elr, frame.spsr, frame.esr
+    ));
+    console::print_line(format_args!(
+        "  SP_EL0={:#018x} LR={:#018x}",
+        frame.sp_el0, frame.x[30]
+    ));
+    let guard = (esr.is_abort() && esr.far_valid()).then(|| guard_page_hit(frame.far));
+    if let Some(Some((owner, exc))) = guard {
+        let which = if exc { "exception stack" } else { "stack" };
+        console::print_line(format_args!(
+            "  FAR is in the guard page below cpu {owner}'s {which}: stack overflow?"
+        ));
+    }
+    fatal::stop_machine(ExitCode::Exception)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn el1_unexpected_exception() -> ! {
+    // At EL1 on QEMU this is the missing-semihosting case: the EL message is already printed.
+    fatal::semihosting_unavailable()
+}
