@@ -8,8 +8,6 @@ pub mod esr;
 pub mod log;
 pub mod mm;
 pub mod platform;
-pub mod vdev;
-pub mod vm;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod arch;
