@@ -640,3 +640,6 @@ impl<M: PhysMem, T: Tlb> Stage2<M, T> {
         );
     }
 }
+
+#[cfg(test)]
+mod tests;
