@@ -5,6 +5,7 @@
 extern crate alloc;
 
 pub mod esr;
+pub mod frames;
 pub mod log;
 pub mod mm;
 pub mod platform;

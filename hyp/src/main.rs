@@ -11,28 +11,23 @@ fn main() {
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod el2 {
     use hyp::arch::aarch64::fatal::{self, ExitCode, Fatal};
-    use hyp::arch::aarch64::{console, sysreg};
+    use hyp::arch::aarch64::{boot, console};
 
     /// The boot CPU's first Rust code (from `_start`, see arch/aarch64/head.rs).
     #[unsafe(no_mangle)]
     extern "C" fn hyp_boot(dtb: u64) -> ! {
-        let el = sysreg::current_el();
-        if el != 2 {
-            console::print_raw(format_args!(
-                "hyp: entered at EL{el}: must be entered at EL2; on QEMU use -M virt,virtualization=on"
-            ));
-            fatal::stop_machine(ExitCode::WrongEl);
-        }
-        console::print_raw(format_args!("hyp: EL2, DTB at {dtb:#x}"));
+        let _booted = boot::boot_cpu(dtb);
         if cfg!(feature = "test-el2-fault") {
+            log::info!("test-el2-fault: reading an unmapped address");
             // SAFETY: deliberately not sound: this test build reads an unmapped address to
             // check that the EL2 exception report works.
             let v = unsafe { core::ptr::read_volatile(0x1_0000_0000_0000 as *const u64) };
-            console::print_raw(format_args!("read {v:#x}: the fault did not happen"));
+            log::error!("read {v:#x}: the fault did not happen");
         }
         if cfg!(feature = "test-panic") {
             panic!("test-panic build: deliberate panic after bring-up");
         }
+        log::info!("no guest to run: powering off");
         fatal::power_off()
     }
 

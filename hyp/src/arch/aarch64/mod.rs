@@ -1,5 +1,6 @@
 //! aarch64 EL2: boot, vectors, system registers, TLB maintenance.
 //! All assembly, system-register and barrier code of the hypervisor lives under this module.
+pub mod boot;
 pub mod console;
 pub mod exception;
 pub mod fatal;

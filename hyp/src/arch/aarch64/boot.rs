@@ -1,0 +1,162 @@
+//! The boot CPU's bring-up, in order: EL check, early DTB read (console, RAM), EL2 map and MMU,
+//! heap, logger, full DTB parse, frame allocator. Each step's failure is reported and ends the
+//! run with a non-zero status.
+
+use super::fatal::{self, ExitCode};
+use super::layout::ImageLayout;
+use super::pl011::QEMU_VIRT_PL011;
+use super::{console, heap, percpu, sysreg};
+use crate::frames::FrameAllocator;
+use crate::platform::{Early, Machine, Region};
+use alloc::vec::Vec;
+
+/// booting.rst: the DTB must not exceed 2 MiB.
+const DTB_MAX: usize = 2 << 20;
+
+/// What bring-up produced, for the rest of the hypervisor.
+pub struct Booted {
+    pub machine: Machine<'static>,
+    pub frames: FrameAllocator,
+    pub dtb: Region,
+}
+
+/// The boot DTB as a byte slice (up to its header's `totalsize`, at most 2 MiB).
+///
+/// # Safety
+/// `pa` must be the address the boot loader passed in x0, identity mapped (or the MMU off), and
+/// the blob must stay untouched for the rest of the run (the frame allocator excludes it).
+unsafe fn dtb_slice(pa: u64) -> Option<&'static [u8]> {
+    if pa == 0 || !pa.is_multiple_of(8) {
+        return None;
+    }
+    // SAFETY: the caller guarantees the header words are readable; the size field is bounded
+    // before the slice is formed, and the boot protocol places the whole blob in RAM.
+    unsafe {
+        let total = u32::from_be((pa as *const u32).add(1).read_volatile()) as usize;
+        Some(core::slice::from_raw_parts(
+            pa as *const u8,
+            total.clamp(40, DTB_MAX),
+        ))
+    }
+}
+
+/// Bring-up of the boot CPU with `dtb` from x0. Returns with the MMU, heap and logger up.
+pub fn boot_cpu(dtb_pa: u64) -> Booted {
+    // SAFETY: x0 from the boot loader; the MMU is off, so any RAM address is readable.
+    let blob = unsafe { dtb_slice(dtb_pa) };
+    let early = blob.map(Early::parse);
+    let uart = match early {
+        Some(Ok(e)) => e.uart.map_or(QEMU_VIRT_PL011, |u| u.base.raw()),
+        _ => QEMU_VIRT_PL011,
+    };
+    // SAFETY: the DTB names this PL011 (else it is QEMU virt's); the MMU is off.
+    unsafe { console::init(uart) };
+
+    let el = sysreg::current_el();
+    if el != 2 {
+        console::print_raw(format_args!(
+            "hyp: entered at EL{el}: must be entered at EL2; on QEMU use -M virt,virtualization=on"
+        ));
+        fatal::stop_machine(ExitCode::WrongEl);
+    }
+    let (blob, early) = match (blob, early) {
+        (Some(blob), Some(Ok(early))) => (blob, early),
+        (_, Some(Err(e))) => boot_failed(format_args!("boot DTB at {dtb_pa:#x}: {e}")),
+        _ => boot_failed(format_args!(
+            "no usable boot DTB address in x0 ({dtb_pa:#x})"
+        )),
+    };
+    let blob = &blob[..early.dtb_size as usize];
+
+    percpu::init_this_cpu(0);
+    heap::init();
+    console::install_logger(log::LevelFilter::Info);
+
+    let machine = match Machine::parse(blob) {
+        Ok(m) => m,
+        Err(e) => boot_failed(format_args!("boot DTB at {dtb_pa:#x}: {e}")),
+    };
+    match crate::log::level_from_bootargs(machine.chosen.bootargs) {
+        Ok(level) => log::set_max_level(level),
+        Err(unknown) => log::warn!("{unknown}"),
+    }
+    let dtb = Region {
+        base: crate::mm::addr::Pa::new(dtb_pa),
+        size: early.dtb_size,
+    };
+    log_machine(&machine, dtb);
+
+    let layout = ImageLayout::get();
+    let image = layout.image();
+    let image = Region {
+        base: image.start,
+        size: image.end.raw() - image.start.raw(),
+    };
+    let mut reserved: Vec<Region> = [image, dtb]
+        .into_iter()
+        .chain(machine.reserved.iter().copied())
+        .collect();
+    reserved.extend(machine.chosen.initrd);
+    reserved.extend(machine.chosen.modules.iter().copied());
+    let frames = FrameAllocator::new(&machine.memory, &reserved);
+    let stats = frames.stats();
+    let (heap_used, heap_total) = heap::usage();
+    log::info!(
+        "memory: {} MiB RAM, {} KiB reserved (image {} KiB, DTB, reserved-memory, modules), {} free frames ({} MiB); heap {} bytes of {} KiB in use",
+        stats.ram_bytes >> 20,
+        stats.reserved_bytes >> 10,
+        image.size >> 10,
+        stats.free_frames,
+        stats.free_frames >> 8,
+        heap_used,
+        heap_total >> 10,
+    );
+    Booted {
+        machine,
+        frames,
+        dtb,
+    }
+}
+
+fn log_machine(m: &Machine<'_>, dtb: Region) {
+    log::info!(
+        "hyp: EL2 hypervisor, DTB at {} ({} bytes)",
+        dtb.base,
+        dtb.size
+    );
+    for r in &m.memory {
+        log::info!("RAM {}..{} ({} MiB)", r.base, r.end(), r.size >> 20);
+    }
+    for r in &m.reserved {
+        log::info!("reserved {}..{}", r.base, r.end());
+    }
+    log::info!("bootargs: \"{}\"", m.chosen.bootargs);
+    if let Some(i) = m.chosen.initrd {
+        log::info!("initrd {}..{}", i.base, i.end());
+    }
+    for r in &m.chosen.modules {
+        log::info!("boot module {}..{}", r.base, r.end());
+    }
+    log::info!(
+        "GICv3: distributor {}, {} redistributor region(s) from {}; PL011 at {}; timer PPIs (hyp {}, phys {}, virt {}); PSCI via {:?}",
+        m.gic.distributor.base,
+        m.gic.redistributors.len(),
+        m.gic.redistributors[0].base,
+        m.uart.base,
+        m.timer.hyp_phys,
+        m.timer.phys,
+        m.timer.virt,
+        m.psci,
+    );
+    log::debug!(
+        "{} CPUs in the DTB: {:x?}",
+        m.cpus.len(),
+        m.cpus.iter().map(|c| c.mpidr).collect::<Vec<_>>()
+    );
+}
+
+/// Reports a bring-up failure and ends the run (status 4).
+fn boot_failed(args: core::fmt::Arguments<'_>) -> ! {
+    console::print_raw(format_args!("hyp: boot failed: {args}"));
+    fatal::stop_machine(ExitCode::BootFailed)
+}
