@@ -6,6 +6,7 @@ extern crate alloc;
 
 pub mod esr;
 pub mod frames;
+pub mod idmap;
 pub mod log;
 pub mod mm;
 pub mod platform;

@@ -11,6 +11,7 @@ fn main() {
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod el2 {
     use hyp::arch::aarch64::fatal::{self, ExitCode, Fatal};
+    use hyp::arch::aarch64::layout::ImageLayout;
     use hyp::arch::aarch64::{boot, console};
 
     /// The boot CPU's first Rust code (from `_start`, see arch/aarch64/head.rs).
@@ -18,11 +19,13 @@ mod el2 {
     extern "C" fn hyp_boot(dtb: u64) -> ! {
         let _booted = boot::boot_cpu(dtb);
         if cfg!(feature = "test-el2-fault") {
-            log::info!("test-el2-fault: reading an unmapped address");
-            // SAFETY: deliberately not sound: this test build reads an unmapped address to
-            // check that the EL2 exception report works.
-            let v = unsafe { core::ptr::read_volatile(0x1_0000_0000_0000 as *const u64) };
-            log::error!("read {v:#x}: the fault did not happen");
+            // The guard page below CPU 0's stack: unmapped, so this must fault at level 3.
+            let guard = ImageLayout::get().guard_pages(0)[0].raw();
+            log::info!("test-el2-fault: reading stack guard page {guard:#x}");
+            // SAFETY: deliberately unsound: this test build reads an unmapped page to check
+            // that the EL2 exception report works. The read never completes.
+            let v = unsafe { core::ptr::read_volatile(guard as *const u64) };
+            log::error!("read {v:#x} from a guard page: the fault did not happen");
         }
         if cfg!(feature = "test-panic") {
             panic!("test-panic build: deliberate panic after bring-up");

@@ -5,8 +5,10 @@
 use super::fatal::{self, ExitCode};
 use super::layout::ImageLayout;
 use super::pl011::QEMU_VIRT_PL011;
-use super::{console, heap, percpu, sysreg};
+use super::{console, heap, mmu, percpu, sysreg};
 use crate::frames::FrameAllocator;
+use crate::idmap::MapError;
+use crate::mm::addr::Pa;
 use crate::platform::{Early, Machine, Region};
 use alloc::vec::Vec;
 
@@ -68,6 +70,10 @@ pub fn boot_cpu(dtb_pa: u64) -> Booted {
     };
     let blob = &blob[..early.dtb_size as usize];
 
+    let tables = match mmu::enable_boot(early.memory(), Pa::new(console::uart_base())) {
+        Ok(tables) => tables,
+        Err(e) => boot_failed(format_args!("EL2 map: {e}")),
+    };
     percpu::init_this_cpu(0);
     heap::init();
     console::install_logger(log::LevelFilter::Info);
@@ -81,10 +87,26 @@ pub fn boot_cpu(dtb_pa: u64) -> Booted {
         Err(unknown) => log::warn!("{unknown}"),
     }
     let dtb = Region {
-        base: crate::mm::addr::Pa::new(dtb_pa),
+        base: Pa::new(dtb_pa),
         size: early.dtb_size,
     };
     log_machine(&machine, dtb);
+    let gic =
+        core::iter::once(machine.gic.distributor).chain(machine.gic.redistributors.iter().copied());
+    for r in gic.chain(core::iter::once(machine.uart)) {
+        if let Err(e) = mmu::map_device(r).or_else(|e| match e {
+            // The console page is mapped already.
+            MapError::AlreadyMapped { .. } if r == machine.uart => Ok(()),
+            e => Err(e),
+        }) {
+            boot_failed(format_args!(
+                "EL2 map of device {}..{}: {e}",
+                r.base,
+                r.end()
+            ));
+        }
+    }
+    log::info!("EL2 MMU on: identity map in {tables} tables, GIC frames mapped");
 
     let layout = ImageLayout::get();
     let image = layout.image();

@@ -17,6 +17,7 @@ use super::layout::{EXC_STACK_TOP_OFFSET, MAX_CPUS, STACK_SLOT_SIZE, STACK_TOP_O
 /// System-register values a CPU loads to join the EL2 map. Written by the boot CPU before it turns
 /// its own MMU on and cleaned to the point of coherency before any CPU_ON, because secondaries
 /// read it with their MMU (and so their caches) still off.
+#[derive(Clone, Copy)]
 #[repr(C)]
 pub struct MmuConfig {
     pub mair: u64,

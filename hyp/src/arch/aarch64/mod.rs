@@ -7,6 +7,7 @@ pub mod fatal;
 pub mod head;
 pub mod heap;
 pub mod layout;
+pub mod mmu;
 pub mod percpu;
 pub mod pl011;
 pub mod psci;
