@@ -12,12 +12,13 @@ fn main() {
 mod el2 {
     use hyp::arch::aarch64::fatal::{self, ExitCode, Fatal};
     use hyp::arch::aarch64::layout::ImageLayout;
-    use hyp::arch::aarch64::{boot, console};
+    use hyp::arch::aarch64::{boot, console, smp};
 
     /// The boot CPU's first Rust code (from `_start`, see arch/aarch64/head.rs).
     #[unsafe(no_mangle)]
     extern "C" fn hyp_boot(dtb: u64) -> ! {
-        let _booted = boot::boot_cpu(dtb);
+        let booted = boot::boot_cpu(dtb);
+        smp::start_secondaries(&booted.machine);
         if cfg!(feature = "test-el2-fault") {
             // The guard page below CPU 0's stack: unmapped, so this must fault at level 3.
             let guard = ImageLayout::get().guard_pages(0)[0].raw();
@@ -32,11 +33,6 @@ mod el2 {
         }
         log::info!("no guest to run: powering off");
         fatal::power_off()
-    }
-
-    #[unsafe(no_mangle)]
-    extern "C" fn secondary_main(_cpu: u64) -> ! {
-        fatal::park()
     }
 
     #[panic_handler]

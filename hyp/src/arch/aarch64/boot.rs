@@ -5,7 +5,7 @@
 use super::fatal::{self, ExitCode};
 use super::layout::ImageLayout;
 use super::pl011::QEMU_VIRT_PL011;
-use super::{console, heap, mmu, percpu, sysreg};
+use super::{console, el2, heap, mmu, percpu, sysreg};
 use crate::frames::FrameAllocator;
 use crate::idmap::MapError;
 use crate::mm::addr::Pa;
@@ -77,6 +77,7 @@ pub fn boot_cpu(dtb_pa: u64) -> Booted {
     percpu::init_this_cpu(0);
     heap::init();
     console::install_logger(log::LevelFilter::Info);
+    el2::init_this_cpu();
 
     let machine = match Machine::parse(blob) {
         Ok(m) => m,

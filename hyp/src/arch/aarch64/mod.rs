@@ -2,6 +2,7 @@
 //! All assembly, system-register and barrier code of the hypervisor lives under this module.
 pub mod boot;
 pub mod console;
+pub mod el2;
 pub mod exception;
 pub mod fatal;
 pub mod head;
@@ -12,4 +13,5 @@ pub mod percpu;
 pub mod pl011;
 pub mod psci;
 pub mod semihosting;
+pub mod smp;
 pub mod sysreg;
