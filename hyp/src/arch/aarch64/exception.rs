@@ -8,8 +8,10 @@
 
 use super::fatal::{self, ExitCode, Fatal};
 use super::layout::{ImageLayout, MAX_CPUS};
-use super::{console, percpu, semihosting};
+use super::{console, percpu, psci, semihosting};
 use crate::esr::Esr;
+use crate::platform::PsciMethod;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 /// Registers saved by the vector entry, in the order `el2_trap_common` stores them.
 #[repr(C)]
@@ -179,8 +181,29 @@ extern "C" fn el2_unexpected_exception(frame: &TrapFrame, kind: u64) -> ! {
     fatal::stop_machine(ExitCode::Exception)
 }
 
+/// How often `el1_unexpected_exception` ran: each failed power-off attempt traps again.
+static EL1_ATTEMPTS: AtomicU8 = AtomicU8::new(0);
+
 #[unsafe(no_mangle)]
 extern "C" fn el1_unexpected_exception() -> ! {
-    // At EL1 on QEMU this is the missing-semihosting case: the EL message is already printed.
-    fatal::semihosting_unavailable()
+    // Entered at EL1 and semihosting is missing (the EL message is printed already). QEMU virt
+    // without virtualization answers PSCI on HVC; try that, then SMC, then sleep. Plain loads
+    // and stores only: the MMU is off, so exclusive accesses may not work.
+    let attempt = EL1_ATTEMPTS.load(Ordering::Relaxed);
+    EL1_ATTEMPTS.store(attempt.saturating_add(1), Ordering::Relaxed);
+    let method = match attempt {
+        0 => {
+            console::print_raw(format_args!(
+                "semihosting unavailable; powering off through PSCI"
+            ));
+            Some(PsciMethod::Hvc)
+        }
+        1 => Some(PsciMethod::Smc),
+        _ => None,
+    };
+    if let Some(method) = method {
+        psci::set_conduit(method, 1);
+        let _ = psci::system_off();
+    }
+    fatal::park()
 }
