@@ -77,7 +77,10 @@ fn header(blob: &[u8]) -> Result<Header, DtbError<'static>> {
     if total < HEADER_LEN {
         return Err(DtbError::BadHeader { field: "totalsize" });
     }
-    if !within(h.off_struct, h.size_struct) || !h.off_struct.is_multiple_of(4) || !h.size_struct.is_multiple_of(4) {
+    if !within(h.off_struct, h.size_struct)
+        || !h.off_struct.is_multiple_of(4)
+        || !h.size_struct.is_multiple_of(4)
+    {
         return Err(DtbError::BadHeader {
             field: "off_dt_struct/size_dt_struct",
         });
