@@ -142,8 +142,12 @@ pub fn boot_cpu(dtb_pa: u64) -> Booted {
 }
 
 fn log_machine(m: &Machine<'_>, dtb: Region) {
+    let image = ImageLayout::get().image();
     log::info!(
-        "hyp: EL2 hypervisor, DTB at {} ({} bytes)",
+        "hyp: EL2 hypervisor at {}..{} (linked for {:#x}), DTB at {} ({} bytes)",
+        image.start,
+        image.end,
+        super::head::link_base(),
         dtb.base,
         dtb.size
     );

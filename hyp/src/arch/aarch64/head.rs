@@ -60,6 +60,7 @@ _start:
     .quad   0                       /* res4 */
     .ascii  "ARM\x64"               /* magic */
     .long   0                       /* res5: no PE/COFF header */
+    .global link_base
 link_base:
     .quad   __link_base             /* absolute: the address everything was linked for */
 
@@ -215,6 +216,16 @@ __stacks_start:
     slot = const STACK_SLOT_SIZE,
     max_cpus = const MAX_CPUS,
 );
+
+/// The address the image was linked for (on QEMU virt also where it runs).
+pub fn link_base() -> u64 {
+    unsafe extern "C" {
+        static link_base: u64;
+    }
+    // SAFETY: `link_base` is a word in the image header holding an absolute linker constant;
+    // it is never written.
+    unsafe { core::ptr::read_volatile(&raw const link_base) }
+}
 
 unsafe extern "C" {
     /// Turns the EL2 MMU on with the given register values.
