@@ -11,7 +11,8 @@ const CNTHCTL_EL2: u64 = 0b11;
 /// ICC_SRE_EL2: system-register GIC interface at EL2 (SRE) and allowed at EL1 (Enable).
 const ICC_SRE_EL2: u64 = 0b1001;
 
-/// Sets this CPU's EL2 controls to "no guest yet". Call on every CPU at EL2.
+/// Sets this CPU's EL2 controls to "no guest yet" and unmasks SError. Call on every CPU at
+/// EL2 once its vectors are installed.
 pub fn init_this_cpu() {
     let gic_sysregs = (read_sysreg!("id_aa64pfr0_el1") >> 24) & 0xf != 0;
     let pmu = matches!((read_sysreg!("id_aa64dfr0_el1") >> 8) & 0xf, 1..=0xe);
@@ -42,4 +43,7 @@ pub fn init_this_cpu() {
         }
     }
     isb();
+    // SAFETY: the vectors are installed, so an SError (asynchronous abort) is now reported
+    // instead of staying pending unseen; IRQ and FIQ stay masked (no interrupt driver yet).
+    unsafe { core::arch::asm!("msr daifclr, #4", options(nomem, nostack, preserves_flags)) };
 }
