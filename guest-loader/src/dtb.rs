@@ -1,8 +1,11 @@
 //! Opening a flattened device tree safely.
 //!
 //! The `fdt` crate (0.1) trusts its input: a truncated property, a name without its NUL, a
-//! property after a subnode or a one-byte `#address-cells` makes it panic, and at EL2 a panic
-//! stops every guest. [`open`] therefore walks the whole blob once, checking every assumption that
+//! property after a subnode, a one-byte `#address-cells` or a tree deeper than its 64-entry
+//! parent stack makes it panic, and at EL2 a panic stops every guest. It also mishandles
+//! FDT_NOP tokens between properties and children and resolves a property name starting with
+//! '/' as an alias of itself without end; both are refused here (stricter than the spec, and
+//! no DTB written by dtc, QEMU or U-Boot's `fdt` commands contains either). [`open`] therefore walks the whole blob once, checking every assumption that
 //! crate makes, and only then hands it over. After `open` succeeds, callers may use
 //! `Fdt::find_node`, `Fdt::all_nodes`, and on nodes `name`, `properties`, `property`, `children`,
 //! `reg`, `cell_sizes`, and on properties `value`, `as_usize`, `as_str`. Avoid the crate's
@@ -20,8 +23,9 @@ const END_NODE: u32 = 2;
 const PROP: u32 = 3;
 const NOP: u32 = 4;
 const END: u32 = 9;
-/// Deeper trees than this are refused rather than walked (no real machine nests this far).
-const MAX_DEPTH: usize = 64;
+/// Deeper trees are refused: `fdt` keeps the parents of the current node in a 64-entry array
+/// indexed from 1 (no real machine nests anywhere near this far).
+pub const MAX_DEPTH: usize = 60;
 
 /// Why a device tree blob was refused. Offsets are from the start of the blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +49,11 @@ pub enum DtbError {
     },
     /// The memory reservation map runs off its end without its terminating entry.
     UnterminatedReservations,
+    /// A memory reservation's address plus size wraps past 2^64.
+    BadReservation {
+        base: u64,
+        size: u64,
+    },
     /// The structure block is malformed at `offset`; `what` says how.
     BadStructure {
         offset: usize,
@@ -54,7 +63,7 @@ pub enum DtbError {
     BadPropertyName {
         offset: usize,
     },
-    /// `#address-cells` or `#size-cells` is not a single 32-bit cell (or exceeds 4 cells).
+    /// `#address-cells`, `#size-cells` or `#interrupt-cells` is not a single cell of at most 4.
     BadCellCount {
         offset: usize,
     },
@@ -89,6 +98,10 @@ impl fmt::Display for DtbError {
                     "device tree {block} block lies outside the blob or is misaligned"
                 )
             }
+            Self::BadReservation { base, size } => write!(
+                f,
+                "device tree memory reservation {base:#x}+{size:#x} wraps past the end of memory"
+            ),
             Self::UnterminatedReservations => {
                 write!(
                     f,
@@ -107,7 +120,7 @@ impl fmt::Display for DtbError {
             ),
             Self::BadCellCount { offset } => write!(
                 f,
-                "device tree #address-cells/#size-cells at offset {offset:#x} is not one cell of at most 4"
+                "device tree #address-cells/#size-cells/#interrupt-cells at offset {offset:#x} is not one cell of at most 4"
             ),
         }
     }
@@ -195,12 +208,14 @@ pub fn validate(blob: &[u8]) -> Result<&[u8], DtbError> {
 }
 
 fn check_reservations(map: &[u8]) -> Result<(), DtbError> {
-    for entry in map.chunks(16) {
-        if entry.len() < 16 {
-            break;
-        }
-        if entry.iter().all(|&b| b == 0) {
+    for entry in map.chunks_exact(16) {
+        let word = |i: usize| u64::from_be_bytes(entry[i..i + 8].try_into().unwrap_or([0; 8]));
+        let (base, size) = (word(0), word(8));
+        if base == 0 && size == 0 {
             return Ok(());
+        }
+        if base.checked_add(size).is_none() {
+            return Err(DtbError::BadReservation { base, size });
         }
     }
     Err(DtbError::UnterminatedReservations)
@@ -221,7 +236,7 @@ fn check_structure(s: &[u8], strings: &[u8], base: usize) -> Result<(), DtbError
         let token_at = at;
         at += 4;
         match token {
-            NOP => {}
+            NOP => return Err(bad(token_at, "FDT_NOP tokens are not supported")),
             BEGIN_NODE => {
                 if root_done {
                     return Err(bad(token_at, "a second root node"));
@@ -234,6 +249,9 @@ fn check_structure(s: &[u8], strings: &[u8], base: usize) -> Result<(), DtbError
                 }
                 let len =
                     c_str(s, at).ok_or_else(|| bad(at, "node name without NUL or not UTF-8"))?;
+                if (depth == 0) != (len == 0) {
+                    return Err(bad(token_at, "only the root node may have an empty name"));
+                }
                 at = align4(at + len + 1);
                 depth += 1;
                 seen_child[depth] = false;
@@ -263,7 +281,13 @@ fn check_structure(s: &[u8], strings: &[u8], base: usize) -> Result<(), DtbError
                     offset: base + token_at,
                 })?;
                 let name = &strings[name_off..name_off + name_len];
-                if name == b"#address-cells" || name == b"#size-cells" {
+                if name.first() == Some(&b'/') {
+                    return Err(bad(token_at, "property name starts with '/'"));
+                }
+                if name == b"#address-cells"
+                    || name == b"#size-cells"
+                    || name == b"#interrupt-cells"
+                {
                     let cells = if len == 4 { be32(s, at) } else { None };
                     if cells.is_none_or(|c| c > 4) {
                         return Err(DtbError::BadCellCount {
@@ -345,6 +369,65 @@ mod tests {
         assert!(matches!(
             validate(&b),
             Err(DtbError::UnsupportedVersion { version: 16, .. })
+        ));
+    }
+
+    /// A blob with the given structure block, written by hand (writers refuse what we test).
+    fn raw(structure: &[u32]) -> Vec<u8> {
+        let words = |v: &[u32]| v.iter().flat_map(|w| w.to_be_bytes()).collect::<Vec<u8>>();
+        let rsv_at = 40u32;
+        let struct_at = rsv_at + 16;
+        let size_struct = (structure.len() * 4) as u32;
+        let strings_at = struct_at + size_struct;
+        let total = strings_at;
+        let mut b = words(&[
+            MAGIC,
+            total,
+            struct_at,
+            strings_at,
+            rsv_at,
+            17,
+            16,
+            0,
+            0,
+            size_struct,
+        ]);
+        b.extend([0u8; 16]);
+        b.extend(words(structure));
+        b
+    }
+
+    #[test]
+    fn trees_deeper_than_the_parsers_stack_are_refused() {
+        // Root, then 70 nested nodes named "n" (0x6e000000 = "n\0" padded), then closing tokens.
+        let mut st = std::vec![BEGIN_NODE, 0];
+        for _ in 0..70 {
+            st.extend([BEGIN_NODE, 0x6e00_0000]);
+        }
+        st.extend(std::iter::repeat_n(END_NODE, 71));
+        st.push(END);
+        assert!(matches!(
+            validate(&raw(&st)),
+            Err(DtbError::BadStructure {
+                what: "nodes nested too deeply",
+                ..
+            })
+        ));
+        // The same shape at a legal depth is accepted, so the refusal above is about depth.
+        let mut st = std::vec![BEGIN_NODE, 0];
+        for _ in 0..10 {
+            st.extend([BEGIN_NODE, 0x6e00_0000]);
+        }
+        st.extend(std::iter::repeat_n(END_NODE, 11));
+        st.push(END);
+        assert!(validate(&raw(&st)).is_ok());
+        let nop = [BEGIN_NODE, 0, NOP, END_NODE, END];
+        assert!(matches!(
+            validate(&raw(&nop)),
+            Err(DtbError::BadStructure {
+                what: "FDT_NOP tokens are not supported",
+                ..
+            })
         ));
     }
 

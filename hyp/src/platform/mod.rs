@@ -1,19 +1,18 @@
 //! What the boot DTB says about the machine (memory, CPUs, GIC, UART, PSCI, timer). Portable.
 //!
-//! A blob is validated in full (`validate`) before the `fdt` crate reads it, so bad input gives
-//! a `DtbError` naming the node or header field, never a panic. [`Early`] is what the boot CPU
+//! A blob is validated in full (`guest_loader::dtb::open`) before the `fdt` crate reads it, so
+//! bad input gives a `DtbError` naming the node or what is malformed, never a panic. [`Early`] is what the boot CPU
 //! needs before its MMU is on (RAM and the console) and needs no heap; [`Machine`] is the rest.
 #![forbid(unsafe_code)]
 
 mod error;
 mod tree;
-mod validate;
 
 #[cfg(test)]
 mod tests;
 
 pub use error::DtbError;
-use validate::MAX_DEPTH;
+use guest_loader::dtb::MAX_DEPTH;
 
 use crate::mm::addr::Pa;
 use alloc::vec::Vec;
@@ -111,12 +110,7 @@ impl Early {
 }
 
 fn open(blob: &[u8]) -> Result<fdt::Fdt<'_>, DtbError<'static>> {
-    let blob = validate::validate(blob)?;
-    // Validation checked everything `Fdt::new` checks.
-    fdt::Fdt::new(blob).map_err(|_| DtbError::Malformed {
-        offset: 0,
-        what: "rejected by the fdt parser",
-    })
+    Ok(guest_loader::dtb::open(blob)?)
 }
 
 fn is_disabled(v: &Visit<'_, '_>) -> bool {
@@ -421,14 +415,11 @@ fn reserved<'a>(fdt: &fdt::Fdt<'a>) -> Result<Vec<Region>, DtbError<'a>> {
         })
         .filter(|r| r.size != 0)
         .collect();
-    if out
-        .iter()
-        .any(|r| r.base.raw().checked_add(r.size).is_none())
-    {
-        return Err(DtbError::BadHeader {
-            field: "off_mem_rsvmap (an entry wraps around)",
-        });
-    }
+    // Validation refused reservations that wrap, so `Region`'s promise holds.
+    debug_assert!(
+        out.iter()
+            .all(|r| r.base.raw().checked_add(r.size).is_some())
+    );
     walk(fdt, &mut |v| {
         if v.path.len() == 2 && v.path[0] == "reserved-memory" {
             // Children with only `size` ask the OS to allocate; there is no OS to ask.
