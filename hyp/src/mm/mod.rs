@@ -8,5 +8,6 @@ pub mod descriptor;
 pub mod phys;
 pub mod stage2;
 pub mod tlb;
-#[cfg(any(test, feature = "sim"))]
+// On hosted targets always: benches and tools link the lib without its test cfg.
+#[cfg(any(test, feature = "sim", not(target_os = "none")))]
 pub mod sim;

@@ -1,0 +1,407 @@
+//! Stage-2 table operations against aarch64-paging 0.12's `Stage2` regime on the host: TLB
+//! maintenance off on both (our `NoTlb`; their tables never activated), 39-bit IPA (level-1
+//! root), identity IPA = PA.
+//!
+//! Run: `cargo bench -p hyp --bench stage2` (criterion statistics, then a summary table of
+//! ns/page and our time relative to aarch64-paging's; below 1.00 means we are faster).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use aarch64_paging::descriptor::Stage2Attributes as A;
+use aarch64_paging::idmap::IdMap;
+use aarch64_paging::paging::{Constraints, MemoryRegion, Stage2 as TheirStage2};
+use criterion::{BatchSize, Criterion};
+use hyp::mm::addr::{Ipa, Pa};
+use hyp::mm::descriptor::{LeafAttrs, S2Perms};
+use hyp::mm::sim::{SimFrameAlloc, SimMemory};
+use hyp::mm::stage2::{CpuFeatures, MapFlags, Stage2, Stage2Config, Vmid};
+use hyp::mm::tlb::NoTlb;
+
+const GIB: u64 = 1 << 30;
+const MIB2: u64 = 2 << 20;
+const PAGES: u64 = GIB / 4096;
+const TRANSLATIONS: usize = 1 << 20;
+/// 1 GiB at 1 GiB: pages fill one level-2 table's worth of level-3 tables.
+const PAGE_BASE: u64 = GIB;
+/// 1 GiB at 1 GiB + 2 MiB: 2 MiB-aligned but not 1 GiB-aligned, so both sides use 512 2 MiB
+/// blocks (at 1 GiB alignment they would both use one 1 GiB block).
+const BLOCK_BASE: u64 = GIB + MIB2;
+/// Simulated RAM holding our tables (guest frames are never dereferenced).
+const TABLE_RAM: u64 = 64 * GIB;
+
+type Ours = Stage2<SimMemory, NoTlb>;
+type Theirs = IdMap<TheirStage2>;
+
+fn ours() -> (Ours, SimFrameAlloc) {
+    let features = CpuFeatures {
+        parange: 5,
+        vmid_bits: 2,
+        fwb: false,
+    };
+    let config = Stage2Config::from_features(features, 39).unwrap();
+    let mut alloc = SimFrameAlloc::new(Pa::new(TABLE_RAM), 8 << 20);
+    let mem = SimMemory::new(Pa::new(TABLE_RAM), 8 << 20);
+    let s2 = Stage2::new(mem, NoTlb, config, Vmid::new(1), &mut alloc).unwrap();
+    (s2, alloc)
+}
+
+const RW: LeafAttrs = LeafAttrs::normal(S2Perms::RW);
+
+fn their_rw() -> A {
+    A::VALID
+        | A::MEMATTR_NORMAL_INNER_WB
+        | A::MEMATTR_NORMAL_OUTER_WB
+        | A::S2AP_ACCESS_RW
+        | A::SH_INNER
+        | A::ACCESS_FLAG
+        | A::XN
+}
+
+fn no_blocks(pages_only: bool) -> Constraints {
+    if pages_only {
+        Constraints::NO_BLOCK_MAPPINGS
+    } else {
+        Constraints::empty()
+    }
+}
+
+fn ours_mapped(base: u64, pages_only: bool) -> (Ours, SimFrameAlloc) {
+    let (mut s2, mut alloc) = ours();
+    let flags = if pages_only {
+        MapFlags::PAGES_ONLY
+    } else {
+        MapFlags::BLOCKS
+    };
+    s2.map(&mut alloc, Ipa::new(base), Pa::new(base), GIB, RW, flags)
+        .unwrap();
+    (s2, alloc)
+}
+
+fn theirs_mapped(base: u64, pages_only: bool) -> Theirs {
+    let mut t = Theirs::new(1, TheirStage2);
+    let region = MemoryRegion::new(base as usize, (base + GIB) as usize);
+    t.map_range_with_constraints(&region, their_rw(), no_blocks(pages_only))
+        .unwrap();
+    t
+}
+
+fn ours_unmap(s: &mut (Ours, SimFrameAlloc), base: u64) {
+    s.0.unmap(&mut s.1, Ipa::new(base), GIB).unwrap();
+}
+
+/// aarch64-paging unmaps by mapping without VALID (it keeps the tables; `compact_subtables`
+/// would free them separately, we free them as part of unmap).
+fn theirs_unmap(t: &mut Theirs, base: u64, pages_only: bool) {
+    let region = MemoryRegion::new(base as usize, (base + GIB) as usize);
+    t.map_range_with_constraints(&region, A::empty(), no_blocks(pages_only))
+        .unwrap();
+}
+
+fn ours_wp(s: &mut (Ours, SimFrameAlloc)) {
+    s.0.write_protect(&mut s.1, Ipa::new(PAGE_BASE), GIB)
+        .unwrap();
+}
+
+fn theirs_wp(t: &mut Theirs) {
+    let region = MemoryRegion::new(PAGE_BASE as usize, (PAGE_BASE + GIB) as usize);
+    t.modify_range(&region, &|_, d| {
+        if d.flags().contains(A::VALID) {
+            let pa = d.output_address();
+            d.set(pa, d.flags() - A::S2AP_ACCESS_WO)
+        } else {
+            Ok(())
+        }
+    })
+    .unwrap();
+}
+
+/// Page-aligned-ish random IPAs inside the mapped GiB (xorshift; same sequence for both).
+fn random_ipas() -> Vec<u64> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..TRANSLATIONS)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            PAGE_BASE + (x % GIB & !7)
+        })
+        .collect()
+}
+
+fn ours_translate(s2: &Ours, ipas: &[u64]) -> u64 {
+    ipas.iter()
+        .map(|&ipa| s2.translate(Ipa::new(ipa)).unwrap().pa.raw())
+        .fold(0, u64::wrapping_add)
+}
+
+fn theirs_translate(t: &Theirs, ipas: &[u64]) -> u64 {
+    let mut sum = 0u64;
+    for &ipa in ipas {
+        let region = MemoryRegion::new(ipa as usize, ipa as usize + 1);
+        t.walk_range(&region, &mut |mr, d, _level| {
+            sum =
+                sum.wrapping_add(d.output_address().0 as u64 + (ipa - mr.start().0 as u64) % 4096);
+            Ok(())
+        })
+        .unwrap();
+    }
+    sum
+}
+
+fn criterion_benches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("stage2");
+    let per = BatchSize::PerIteration;
+    g.bench_function("ours/map_1g_4k", |b| {
+        b.iter_batched(
+            ours,
+            |mut s| {
+                ours_map(&mut s, PAGE_BASE, true);
+                s
+            },
+            per,
+        )
+    });
+    g.bench_function("theirs/map_1g_4k", |b| {
+        b.iter_batched(
+            || Theirs::new(1, TheirStage2),
+            |mut t| {
+                theirs_map(&mut t, PAGE_BASE, true);
+                t
+            },
+            per,
+        )
+    });
+    g.bench_function("ours/map_1g_2m", |b| {
+        b.iter_batched(
+            ours,
+            |mut s| {
+                ours_map(&mut s, BLOCK_BASE, false);
+                s
+            },
+            per,
+        )
+    });
+    g.bench_function("theirs/map_1g_2m", |b| {
+        b.iter_batched(
+            || Theirs::new(1, TheirStage2),
+            |mut t| {
+                theirs_map(&mut t, BLOCK_BASE, false);
+                t
+            },
+            per,
+        )
+    });
+    g.bench_function("ours/unmap_1g_4k", |b| {
+        b.iter_batched(
+            || ours_mapped(PAGE_BASE, true),
+            |mut s| {
+                ours_unmap(&mut s, PAGE_BASE);
+                s
+            },
+            per,
+        )
+    });
+    g.bench_function("theirs/unmap_1g_4k", |b| {
+        b.iter_batched(
+            || theirs_mapped(PAGE_BASE, true),
+            |mut t| {
+                theirs_unmap(&mut t, PAGE_BASE, true);
+                t
+            },
+            per,
+        )
+    });
+    g.bench_function("ours/unmap_1g_2m", |b| {
+        b.iter_batched(
+            || ours_mapped(BLOCK_BASE, false),
+            |mut s| {
+                ours_unmap(&mut s, BLOCK_BASE);
+                s
+            },
+            per,
+        )
+    });
+    g.bench_function("theirs/unmap_1g_2m", |b| {
+        b.iter_batched(
+            || theirs_mapped(BLOCK_BASE, false),
+            |mut t| {
+                theirs_unmap(&mut t, BLOCK_BASE, false);
+                t
+            },
+            per,
+        )
+    });
+    g.bench_function("ours/write_protect_1g_4k", |b| {
+        b.iter_batched(
+            || ours_mapped(PAGE_BASE, true),
+            |mut s| {
+                ours_wp(&mut s);
+                s
+            },
+            per,
+        )
+    });
+    g.bench_function("theirs/write_protect_1g_4k", |b| {
+        b.iter_batched(
+            || theirs_mapped(PAGE_BASE, true),
+            |mut t| {
+                theirs_wp(&mut t);
+                t
+            },
+            per,
+        )
+    });
+    let ipas = random_ipas();
+    let (s2, _alloc) = ours_mapped(PAGE_BASE, true);
+    let t = theirs_mapped(PAGE_BASE, true);
+    g.bench_function("ours/translate_1m", |b| {
+        b.iter(|| ours_translate(&s2, black_box(&ipas)))
+    });
+    g.bench_function("theirs/translate_1m", |b| {
+        b.iter(|| theirs_translate(&t, black_box(&ipas)))
+    });
+    g.finish();
+}
+
+fn ours_map(s: &mut (Ours, SimFrameAlloc), base: u64, pages_only: bool) {
+    let flags = if pages_only {
+        MapFlags::PAGES_ONLY
+    } else {
+        MapFlags::BLOCKS
+    };
+    s.0.map(&mut s.1, Ipa::new(base), Pa::new(base), GIB, RW, flags)
+        .unwrap();
+}
+
+fn theirs_map(t: &mut Theirs, base: u64, pages_only: bool) {
+    let region = MemoryRegion::new(base as usize, (base + GIB) as usize);
+    t.map_range_with_constraints(&region, their_rw(), no_blocks(pages_only))
+        .unwrap();
+}
+
+/// Best of `runs` timings of `op` on a fresh `setup()` each time.
+fn best<S, R>(
+    runs: usize,
+    mut setup: impl FnMut() -> S,
+    mut op: impl FnMut(&mut S) -> R,
+) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let mut s = setup();
+            let t0 = Instant::now();
+            black_box(op(&mut s));
+            let d = t0.elapsed();
+            drop(s);
+            d
+        })
+        .min()
+        .unwrap()
+}
+
+fn summary() {
+    const RUNS: usize = 7;
+    let ipas = random_ipas();
+    let rows: [(&str, u64, Duration, Duration); 6] = [
+        (
+            "map 1 GiB, 4 KiB pages",
+            PAGES,
+            best(RUNS, ours, |s| ours_map(s, PAGE_BASE, true)),
+            best(
+                RUNS,
+                || Theirs::new(1, TheirStage2),
+                |t| theirs_map(t, PAGE_BASE, true),
+            ),
+        ),
+        (
+            "map 1 GiB, 2 MiB blocks",
+            PAGES,
+            best(RUNS, ours, |s| ours_map(s, BLOCK_BASE, false)),
+            best(
+                RUNS,
+                || Theirs::new(1, TheirStage2),
+                |t| theirs_map(t, BLOCK_BASE, false),
+            ),
+        ),
+        (
+            "unmap 1 GiB of 4 KiB pages",
+            PAGES,
+            best(
+                RUNS,
+                || ours_mapped(PAGE_BASE, true),
+                |s| ours_unmap(s, PAGE_BASE),
+            ),
+            best(
+                RUNS,
+                || theirs_mapped(PAGE_BASE, true),
+                |t| theirs_unmap(t, PAGE_BASE, true),
+            ),
+        ),
+        (
+            "unmap 1 GiB of 2 MiB blocks",
+            PAGES,
+            best(
+                RUNS,
+                || ours_mapped(BLOCK_BASE, false),
+                |s| ours_unmap(s, BLOCK_BASE),
+            ),
+            best(
+                RUNS,
+                || theirs_mapped(BLOCK_BASE, false),
+                |t| theirs_unmap(t, BLOCK_BASE, false),
+            ),
+        ),
+        (
+            "write-protect 1 GiB of 4 KiB pages",
+            PAGES,
+            best(RUNS, || ours_mapped(PAGE_BASE, true), ours_wp),
+            best(RUNS, || theirs_mapped(PAGE_BASE, true), theirs_wp),
+        ),
+        (
+            "1M random translations (per lookup)",
+            TRANSLATIONS as u64,
+            best(
+                RUNS,
+                || ours_mapped(PAGE_BASE, true),
+                |s| ours_translate(&s.0, &ipas),
+            ),
+            best(
+                RUNS,
+                || theirs_mapped(PAGE_BASE, true),
+                |t| theirs_translate(t, &ipas),
+            ),
+        ),
+    ];
+    println!();
+    println!("stage-2 summary (best of {RUNS}; ns per 4 KiB page, or per lookup)");
+    println!(
+        "{:<38} {:>10} {:>14} {:>12}",
+        "operation", "ours", "aarch64-paging", "ours/theirs"
+    );
+    for (name, units, ours, theirs) in rows {
+        let o = ours.as_nanos() as f64 / units as f64;
+        let t = theirs.as_nanos() as f64 / units as f64;
+        println!("{name:<38} {o:>10.2} {t:>14.2} {:>12.2}", o / t);
+    }
+    let (blocks_1g, _) = ours_mapped(PAGE_BASE, false);
+    let (blocks_2m, _) = ours_mapped(BLOCK_BASE, false);
+    let (pages, _) = ours_mapped(PAGE_BASE, true);
+    println!(
+        "table pages for 1 GiB (root included): 1 GiB-aligned {} (one 1 GiB block), \
+         2 MiB-aligned {} (512 2 MiB blocks), 4 KiB pages {}",
+        blocks_1g.table_pages(),
+        blocks_2m.table_pages(),
+        pages.table_pages()
+    );
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    criterion_benches(&mut c);
+    c.final_summary();
+    summary();
+}
