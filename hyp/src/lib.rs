@@ -10,6 +10,8 @@ pub mod idmap;
 pub mod log;
 pub mod mm;
 pub mod platform;
+pub mod vdev;
+pub mod vm;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod arch;
