@@ -83,8 +83,22 @@ impl Vgic {
 
     pub(crate) fn write_bits(&mut self, vcpu: usize, first: u32, reg: BitReg, value: u32) {
         for i in 0..32 {
-            if let Some(irq) = self.irq_mut(vcpu, Intid::new(first + i)) {
-                reg.put(irq, value & (1 << i) != 0);
+            let id = Intid::new(first + i);
+            let Some(irq) = self.irq_mut(vcpu, id) else {
+                continue;
+            };
+            reg.put(irq, value & (1 << i) != 0);
+            // Deactivated behind the guest CPU interface's back (ICACTIVER): a vCPU that
+            // only kept the interrupt for its pending deactivation lets go of it.
+            if let Some(owner) = irq.owner.filter(|_| !irq.active) {
+                let in_lr = self.cpus[owner]
+                    .lrs
+                    .iter()
+                    .flatten()
+                    .any(|s| s.lr.vintid == id);
+                if !in_lr {
+                    self.irq_mut(vcpu, id).expect("looked up above").owner = None;
+                }
             }
         }
     }
