@@ -3,11 +3,17 @@
 #![forbid(unsafe_code)]
 
 pub mod addr;
-pub mod ownership;
 pub mod descriptor;
+pub mod dirty;
+pub mod fault;
+pub mod ownership;
 pub mod phys;
 pub mod stage2;
 pub mod tlb;
+pub mod vm;
 // On hosted targets always: benches and tools link the lib without its test cfg.
 #[cfg(any(test, feature = "sim", not(target_os = "none")))]
 pub mod sim;
+
+#[cfg(test)]
+mod tests;

@@ -426,6 +426,16 @@ pub trait FrameData {
     fn copy_frame(&mut self, from: Pfn, to: Pfn);
 }
 
+#[cfg(any(test, feature = "sim", not(target_os = "none")))]
+impl FrameData for super::sim::SimMemory {
+    fn zero_frame(&mut self, pfn: Pfn) {
+        super::sim::SimMemory::zero_frame(self, pfn)
+    }
+    fn copy_frame(&mut self, from: Pfn, to: Pfn) {
+        super::sim::SimMemory::copy_frame(self, from, to)
+    }
+}
+
 /// The secondary-MMU side of a VM: what an MMU notifier is to KVM. `begin` must leave no stage-2
 /// entry and no TLB entry (on any CPU) for the range before it returns, and make faults on the
 /// range retry until `end`.
@@ -575,6 +585,48 @@ impl FrameTable {
     /// `OutOfMemory` if no frame is free.
     pub fn hyp_alloc(&mut self) -> Result<Pfn, OwnershipError> {
         self.take_free(Op::HypAlloc, Owner::Hyp)
+    }
+
+    /// Allocates `n` contiguous free frames aligned to `n` frames for the hypervisor (a
+    /// concatenated stage-2 root). Slow (scans the table): for VM creation only.
+    ///
+    /// # Errors
+    /// `BadRange` if `n` is not a power of two; `OutOfMemory` if no aligned free run exists.
+    pub fn hyp_alloc_run(&mut self, n: u64) -> Result<Pfn, OwnershipError> {
+        let op = Op::HypAlloc;
+        if !n.is_power_of_two() {
+            return Err(OwnershipError::BadRange { op });
+        }
+        let base = self.base.raw();
+        let first = base.div_ceil(n) * n;
+        let found = (first..base + self.frames())
+            .step_by(n as usize)
+            .find(|&p| {
+                p + n <= base + self.frames()
+                    && (p..p + n)
+                        .all(|q| self.records[(q - base) as usize].state() == FrameState::Free)
+            })
+            .ok_or(OwnershipError::OutOfMemory { op })?;
+        // Unlink the run: rebuild the free list without it, keeping the others' order.
+        let mut prev: Option<usize> = None;
+        let mut cur = self.free_head;
+        while cur != NO_NEXT {
+            let i = cur as usize;
+            let next = self.records[i].next_free();
+            let p = base + i as u64;
+            if p >= found && p < found + n {
+                match prev {
+                    None => self.free_head = next,
+                    Some(j) => self.records[j] = FrameRecord::free(next),
+                }
+                self.records[i] = FrameRecord(0).with_state(FrameState::Owned(Owner::Hyp));
+                self.free_count -= 1;
+            } else {
+                prev = Some(i);
+            }
+            cur = next;
+        }
+        Ok(Pfn::new(found))
     }
 
     /// Returns a hypervisor frame to the free list, zeroed.

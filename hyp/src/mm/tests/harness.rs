@@ -1,0 +1,197 @@
+//! A VM on the simulated machine: frame table over all of its RAM, a TLB wrapper that can drop
+//! invalidations (for the teeth tests), and frame data that checks I4 when a frame is freed.
+
+use alloc::rc::Rc;
+use core::cell::Cell;
+
+use spin::Mutex;
+
+use crate::mm::addr::{Ipa, PAGE_SIZE, Pa, Pfn};
+use crate::mm::descriptor::Level;
+use crate::mm::fault::{Access, FaultOutcome};
+use crate::mm::ownership::{FrameData, FrameTable, VmId};
+use crate::mm::sim::{GuestFault, MachineConfig, MachineMem, MachineTlb, SharedMachine};
+use crate::mm::stage2::{CpuFeatures, Stage2Config, Vmid};
+use crate::mm::tlb::Tlb;
+use crate::mm::vm::{Bugs, Vm};
+
+pub const RAM_BASE: u64 = 0x4000_0000;
+pub const RAM_FRAMES: u64 = 2048; // 8 MiB
+/// Region 0: 4 MiB, 2 MiB aligned (two block-sized chunks).
+pub const R0: (u64, u64) = (0x8000_0000, 4 << 20);
+/// Region 1: 64 KiB at an address no block fits.
+pub const R1: (u64, u64) = (0x1_0000_3000, 64 << 10);
+pub const VMID: Vmid = Vmid::new(5);
+
+/// Invalidations the TLB wrapper drops (deliberate bugs).
+#[derive(Clone, Copy, Default, Debug)]
+pub struct TlbBugs {
+    /// Drop `TLBI IPAS2E1IS` (every leaf invalidation).
+    pub drop_ipa: bool,
+    /// Drop `TLBI VMALLS12E1IS` (the invalidation that must precede freeing a table).
+    pub drop_vmid: bool,
+}
+
+#[derive(Clone)]
+pub struct BugTlb {
+    pub inner: MachineTlb,
+    pub bugs: Rc<Cell<TlbBugs>>,
+}
+
+impl Tlb for BugTlb {
+    fn invalidate_ipa(&mut self, vmid: Vmid, ipa: Ipa, level: Level) {
+        if !self.bugs.get().drop_ipa {
+            self.inner.invalidate_ipa(vmid, ipa, level)
+        }
+    }
+    fn invalidate_vmid_all(&mut self, vmid: Vmid) {
+        if !self.bugs.get().drop_vmid {
+            self.inner.invalidate_vmid_all(vmid)
+        }
+    }
+}
+
+/// Frame contents on the machine; freeing (zeroing) a frame checks that no CPU still caches a
+/// translation to it (I4).
+pub struct SimData(pub SharedMachine);
+
+impl FrameData for SimData {
+    fn zero_frame(&mut self, pfn: Pfn) {
+        let mut m = self.0.get();
+        m.check_frame_unreferenced(pfn);
+        m.mem.zero_frame(pfn);
+    }
+    fn copy_frame(&mut self, from: Pfn, to: Pfn) {
+        self.0.get().mem.copy_frame(from, to);
+    }
+}
+
+pub type SimVm = Vm<MachineMem, BugTlb>;
+
+pub struct World {
+    pub machine: SharedMachine,
+    pub frames: Mutex<FrameTable>,
+    pub data: SimData,
+    pub vm: SimVm,
+    #[allow(dead_code)] // flipped by the teeth tests
+    pub tlb_bugs: Rc<Cell<TlbBugs>>,
+    pub root_tables: usize,
+}
+
+pub fn config() -> Stage2Config {
+    // 40-bit IPA: a level-1 start with two concatenated root tables.
+    let f = CpuFeatures {
+        parange: 2,
+        vmid_bits: 2,
+        fwb: false,
+    };
+    Stage2Config::from_features(f, 40).expect("valid features")
+}
+
+impl World {
+    pub fn new(cpus: usize, bugs: Bugs) -> Self {
+        let machine = SharedMachine::new(MachineConfig {
+            ram: (Pa::new(RAM_BASE), RAM_FRAMES * PAGE_SIZE),
+            table_frames: (Pa::new(RAM_BASE), 0),
+            cpus,
+            tlb_capacity: 16,
+        });
+        let mut frames = FrameTable::new(Pfn::containing(Pa::new(RAM_BASE)), RAM_FRAMES);
+        let mut data = SimData(machine.clone());
+        let tlb_bugs = Rc::new(Cell::new(TlbBugs::default()));
+        let tlb = BugTlb {
+            inner: machine.tlb(),
+            bugs: tlb_bugs.clone(),
+        };
+        let regions = [(Ipa::new(R0.0), R0.1), (Ipa::new(R1.0), R1.1)];
+        let id = VmId::new(1).unwrap();
+        let mut vm = Vm::new(
+            id,
+            &regions,
+            config(),
+            VMID,
+            machine.mem(),
+            tlb,
+            &mut frames,
+            &mut data,
+        )
+        .expect("VM fits");
+        vm.bugs = bugs;
+        machine.get().register_vm(VMID, vm.stage2_root(), config());
+        let root_tables = config().root_tables();
+        Self {
+            machine,
+            frames: Mutex::new(frames),
+            data,
+            vm,
+            tlb_bugs,
+            root_tables,
+        }
+    }
+
+    /// A guest access on `cpu` like the hardware does it: through the TLB, faulting into the
+    /// fault path and re-running until it completes. Returns the value read (or written), or
+    /// the outcome that stopped it.
+    pub fn access(
+        &mut self,
+        cpu: usize,
+        ipa: Ipa,
+        write: Option<u64>,
+    ) -> Result<u64, FaultOutcome> {
+        for _ in 0..8 {
+            let r = {
+                let mut m = self.machine.get();
+                match write {
+                    Some(v) => m.guest_write(cpu, VMID, ipa, v).map(|_| v),
+                    None => m.guest_read(cpu, VMID, ipa).map(|(v, _)| v),
+                }
+            };
+            let fault: GuestFault = match r {
+                Ok(v) => return Ok(v),
+                Err(f) => f,
+            };
+            assert_ne!(fault, GuestFault::UnknownVm);
+            let kind = if write.is_some() {
+                Access::Write
+            } else {
+                Access::Read
+            };
+            match self
+                .vm
+                .handle_fault(&self.frames, &mut self.data, ipa, kind)
+            {
+                Ok(FaultOutcome::Mapped { .. } | FaultOutcome::Retry) => {}
+                Ok(other) => return Err(other),
+                Err(e) => panic!("fault path failed: {e}"),
+            }
+        }
+        panic!("access to {ipa:?} on CPU {cpu} did not complete after 8 faults");
+    }
+
+    /// Donates the 2 MiB-aligned run of frames to the 2 MiB chunk at `ipa` (block-backed).
+    pub fn donate_block(&mut self, ipa: Ipa) -> Result<(), crate::mm::ownership::OwnershipError> {
+        let pfn = self.frames.lock().hyp_alloc_run(512)?;
+        let r = self.vm.donate(&self.frames, pfn.base(), ipa, 2 << 20);
+        if r.is_err() {
+            let mut f = self.frames.lock();
+            for i in 0..512 {
+                f.hyp_free(Pfn::new(pfn.raw() + i), &mut self.data).unwrap();
+            }
+        }
+        r
+    }
+
+    pub fn check(&self) {
+        let f = self.frames.lock();
+        f.check_invariants();
+        self.vm.check_invariants(&f);
+        let v = self.machine.get().take_violations();
+        assert!(
+            v.is_empty(),
+            "sim violations: {}",
+            v.iter()
+                .map(|v| alloc::format!("{v}; "))
+                .collect::<alloc::string::String>()
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! Host tests of the VM memory layer on the simulated machine, and the property-based fuzzer.
+
+mod harness;
+mod units;

@@ -1,0 +1,800 @@
+//! A VM's memory: its guest map (the ownership side), its stage-2 tables (the secondary MMU that
+//! caches the guest map), the invalidation state that keeps the two coherent, and its dirty log.
+//!
+//! The ownership transitions that take access away (unshare, reclaim, migrate) run this VM's
+//! [`Notifier`] first, which works like KVM's MMU-notifier callbacks: `begin` marks the range in
+//! progress, bumps the invalidate sequence and removes the stage-2 entries (break-before-make,
+//! completed TLB invalidation) before the frame table changes; `end` bumps the sequence again and
+//! closes the range. A fault that read the sequence before, or that overlaps a range in progress,
+//! retries instead of installing a translation to a frame that is being taken away.
+//!
+//! # Invariants (numbers from design.md; all checked by [`Vm::check_invariants`])
+//! - I1: every valid stage-2 leaf lies in a memory region and maps, page for page, the frame the
+//!   guest map records for that page, which the frame table says this VM owns or borrows; a
+//!   writable leaf maps only pages the guest may write.
+//! - I2: stage-2 changes go through `Stage2`, which does break-before-make (checked there).
+//! - I3: in a logged region, a writable leaf's pages have their dirty bit set (`dirty.rs`).
+//! - I4: a frame leaves this VM only after [`Notifier::begin`] removed its translations and
+//!   completed the TLB invalidation; table frames return to the cache only after theirs.
+//! - No valid leaf overlaps an invalidation in progress.
+//!
+//! Locking, in this order (never the reverse): the ownership lock (`Mutex<FrameTable>`, which
+//! also guards every VM's `backing`) → `backing` → `mmu` → `tables`. The fault path never holds
+//! the ownership lock and the MMU lock together: it reads the sequence, looks the page up under
+//! the ownership lock, drops it, then takes the MMU lock and re-checks the sequence.
+
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use spin::Mutex;
+
+use super::addr::{Gfn, Ipa, PAGE_SHIFT, PAGE_SIZE, Pa, Pfn};
+use super::descriptor::{LeafAttrs, Level, S2Perms};
+use super::dirty::DirtyLog;
+use super::ownership::{
+    FrameData, FrameTable, GuestMap, GuestPage, Invalidate, Op, OwnershipError, VmId,
+};
+use super::phys::{PhysMem, TableAlloc};
+use super::stage2::{MapFlags, Stage2, Stage2Config, Stage2Error, Vmid};
+use super::tlb::Tlb;
+
+/// Pages in a 2 MiB block.
+pub(crate) const BLOCK_PAGES: u64 = 512;
+/// Table frames kept ready in the cache so the fault path never allocates under the MMU lock:
+/// enough for one 4 KiB map from a level-0 root (three tables) plus splitting one block at each
+/// end of an invalidated range.
+pub(crate) const TABLE_RESERVE: usize = 8;
+/// More cached table frames than this go back to the frame table.
+const TABLE_CACHE_MAX: usize = 64;
+
+/// Deliberate bugs for the fuzzer's teeth tests: each flag breaks one rule of the memory core.
+#[cfg(test)]
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct Bugs {
+    /// Fault path: install the writable entry before setting the dirty bit.
+    pub dirty_after_install: bool,
+    /// Harvest: clear the dirty bits before write-protecting the pages.
+    pub clear_before_protect: bool,
+    /// Fault path: ignore the invalidate sequence and ranges in progress.
+    pub skip_retry_check: bool,
+    /// Notifier: do not remove stage-2 entries before the frames change hands.
+    pub skip_invalidate_unmap: bool,
+    /// Fault path: install writable entries for read faults while logging.
+    pub writable_read_fault: bool,
+}
+
+/// Whether deliberate bug `$name` is on for `$vm` (always `false` outside tests).
+macro_rules! bug {
+    ($vm:expr, $name:ident) => {{
+        #[cfg(test)]
+        let on = $vm.bugs.$name;
+        #[cfg(not(test))]
+        let on = {
+            let _ = &$vm;
+            false
+        };
+        on
+    }};
+}
+pub(crate) use bug;
+
+/// Why a stage-2 maintenance request on a VM was refused.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum MmuError {
+    /// The range is empty, unaligned or wraps.
+    BadRange { ipa: Ipa, len: u64 },
+    /// The range is not inside one memory region.
+    NotGuestMemory { ipa: Ipa, len: u64 },
+    /// No frame was left for a stage-2 table.
+    OutOfMemory,
+    /// Stage 2 refused the change.
+    Stage2(Stage2Error),
+}
+
+impl fmt::Display for MmuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadRange { ipa, len } => {
+                write!(
+                    f,
+                    "cannot use IPA range {ipa}+{len:#x}: empty, unaligned or wrapping"
+                )
+            }
+            Self::NotGuestMemory { ipa, len } => {
+                write!(
+                    f,
+                    "IPA range {ipa}+{len:#x} is not inside one memory region"
+                )
+            }
+            Self::OutOfMemory => f.write_str("no frame is left for a stage-2 table"),
+            Self::Stage2(e) => write!(f, "stage 2 refused the change: {e}"),
+        }
+    }
+}
+
+impl From<Stage2Error> for MmuError {
+    fn from(e: Stage2Error) -> Self {
+        Self::Stage2(e)
+    }
+}
+
+/// Ranges being invalidated, as KVM keeps them: a count and the union of their page ranges.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Invalidations {
+    pub active: u32,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Invalidations {
+    /// Whether pages `[start, end)` overlap a range in progress.
+    pub fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.active > 0 && start < self.end && self.start < end
+    }
+}
+
+/// The state behind the MMU lock.
+pub(crate) struct Mmu<M: PhysMem, T: Tlb> {
+    pub s2: Stage2<M, T>,
+    pub dirty: DirtyLog,
+    pub inval: Invalidations,
+}
+
+/// One VM's memory.
+pub struct Vm<M: PhysMem, T: Tlb> {
+    id: VmId,
+    regions: Vec<(Gfn, u64)>,
+    /// Bumped at the start and end of every invalidation (under the MMU lock).
+    seq: AtomicU64,
+    /// Frames for stage-2 tables, filled under the ownership lock so that code holding the MMU
+    /// lock never needs it. Frames freed by stage 2 come back here (after their TLBI).
+    tables: Mutex<Vec<Pa>>,
+    pub(crate) backing: Mutex<GuestMap>,
+    pub(crate) mmu: Mutex<Mmu<M, T>>,
+    #[cfg(test)]
+    pub(crate) bugs: Bugs,
+}
+
+/// [`TableAlloc`] over a VM's table cache. Roots are not allocated through it.
+pub(crate) struct CacheAlloc<'a>(pub &'a Mutex<Vec<Pa>>);
+
+impl TableAlloc for CacheAlloc<'_> {
+    fn alloc_table(&mut self) -> Option<Pa> {
+        self.0.lock().pop()
+    }
+    fn free_table(&mut self, table: Pa) {
+        self.0.lock().push(table);
+    }
+    fn alloc_root(&mut self, _frames: usize) -> Option<Pa> {
+        None
+    }
+    fn free_root(&mut self, _root: Pa, _frames: usize) {
+        unreachable!("roots are freed by Vm::destroy")
+    }
+}
+
+/// [`TableAlloc`] straight from the frame table, for creating and destroying a VM.
+struct FrameAlloc<'a> {
+    frames: &'a mut FrameTable,
+    data: &'a mut dyn FrameData,
+}
+
+impl TableAlloc for FrameAlloc<'_> {
+    fn alloc_table(&mut self) -> Option<Pa> {
+        self.frames.hyp_alloc().ok().map(Pfn::base)
+    }
+    fn free_table(&mut self, table: Pa) {
+        self.frames
+            .hyp_free(Pfn::containing(table), self.data)
+            .expect("table frames are hyp-owned");
+    }
+    fn alloc_root(&mut self, frames: usize) -> Option<Pa> {
+        self.frames.hyp_alloc_run(frames as u64).ok().map(Pfn::base)
+    }
+    fn free_root(&mut self, root: Pa, frames: usize) {
+        for i in 0..frames as u64 {
+            self.free_table(Pa::new(root.raw() + i * PAGE_SIZE));
+        }
+    }
+}
+
+pub(crate) fn gfn_ipa(gfn: Gfn, pages: u64) -> (Ipa, u64) {
+    (gfn.base(), pages << PAGE_SHIFT)
+}
+
+impl<M: PhysMem, T: Tlb> Vm<M, T> {
+    /// A VM with memory regions `(first IPA, bytes)` (page aligned, non-overlapping), none of it
+    /// backed yet, and an empty stage 2 whose root comes from `frames`.
+    ///
+    /// # Errors
+    /// `MmuError::BadRange` for an unaligned or empty region, `Stage2` if the VMID does not fit,
+    /// `OutOfMemory` if no frames are left for the root and the table reserve.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: VmId,
+        regions: &[(Ipa, u64)],
+        config: Stage2Config,
+        vmid: Vmid,
+        mem: M,
+        tlb: T,
+        frames: &mut FrameTable,
+        data: &mut dyn FrameData,
+    ) -> Result<Self, MmuError> {
+        let mut pages = Vec::with_capacity(regions.len());
+        for &(ipa, len) in regions {
+            if len == 0
+                || !ipa.is_aligned(PAGE_SIZE)
+                || !len.is_multiple_of(PAGE_SIZE)
+                || ipa
+                    .raw()
+                    .checked_add(len)
+                    .is_none_or(|e| e > config.ipa_limit())
+            {
+                return Err(MmuError::BadRange { ipa, len });
+            }
+            pages.push((Gfn::containing(ipa), len >> PAGE_SHIFT));
+        }
+        let s2 =
+            Stage2::new(mem, tlb, config, vmid, &mut FrameAlloc { frames, data }).map_err(|e| {
+                match e {
+                    Stage2Error::OutOfTableMemory { .. } => MmuError::OutOfMemory,
+                    e => MmuError::Stage2(e),
+                }
+            })?;
+        let vm = Self {
+            id,
+            backing: Mutex::new(GuestMap::new(id, &pages)),
+            mmu: Mutex::new(Mmu {
+                s2,
+                dirty: DirtyLog::new(pages.iter().copied()),
+                inval: Invalidations::default(),
+            }),
+            regions: pages,
+            seq: AtomicU64::new(0),
+            tables: Mutex::new(Vec::with_capacity(TABLE_CACHE_MAX + TABLE_RESERVE)),
+            #[cfg(test)]
+            bugs: Bugs::default(),
+        };
+        vm.refill_tables(frames, data)
+            .map_err(|_| MmuError::OutOfMemory)?;
+        Ok(vm)
+    }
+
+    pub fn id(&self) -> VmId {
+        self.id
+    }
+
+    /// The memory regions as `(first page, pages)`; region numbers index this list.
+    pub fn regions(&self) -> &[(Gfn, u64)] {
+        &self.regions
+    }
+
+    /// VTTBR_EL2 for this VM.
+    pub fn vttbr(&self) -> u64 {
+        self.mmu.lock().s2.vttbr()
+    }
+
+    /// Base of the stage-2 root table.
+    pub fn stage2_root(&self) -> Pa {
+        self.mmu.lock().s2.root()
+    }
+
+    /// The stage-2 configuration this VM's tables use.
+    pub fn stage2_config(&self) -> Stage2Config {
+        *self.mmu.lock().s2.config()
+    }
+
+    /// A view of the dirty-log flags and bits readable at any instant (for checkers).
+    pub fn dirty_observer(&self) -> super::dirty::DirtyObserver {
+        self.mmu.lock().dirty.observer()
+    }
+
+    /// The current translation of `ipa` in stage 2 (what a fresh hardware walk would find).
+    pub fn translate(&self, ipa: Ipa) -> Option<super::stage2::Translation> {
+        self.mmu.lock().s2.translate(ipa)
+    }
+
+    /// What backs the page at `ipa`.
+    pub fn backing(&self, ipa: Ipa) -> GuestPage {
+        self.backing.lock().get(Gfn::containing(ipa))
+    }
+
+    /// The invalidate sequence (for tests and the fault path).
+    pub fn invalidate_seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn seq(&self) -> &AtomicU64 {
+        &self.seq
+    }
+
+    /// Table frames the stage-2 tree uses, root included.
+    pub fn table_pages(&self) -> usize {
+        self.mmu.lock().s2.table_pages()
+    }
+
+    /// Table frames reserved in the cache.
+    pub fn cached_tables(&self) -> usize {
+        self.tables.lock().len()
+    }
+
+    pub(crate) fn table_alloc(&self) -> CacheAlloc<'_> {
+        CacheAlloc(&self.tables)
+    }
+
+    /// Top the table cache up to [`TABLE_RESERVE`] and trim it to `TABLE_CACHE_MAX`. Called with
+    /// the ownership lock held (`frames`), never the MMU lock.
+    pub(crate) fn refill_tables(
+        &self,
+        frames: &mut FrameTable,
+        data: &mut dyn FrameData,
+    ) -> Result<(), OwnershipError> {
+        let mut cache = self.tables.lock();
+        while cache.len() < TABLE_RESERVE {
+            cache.push(frames.hyp_alloc()?.base());
+        }
+        while cache.len() > TABLE_CACHE_MAX {
+            let t = cache.pop().expect("longer than the maximum");
+            frames
+                .hyp_free(Pfn::containing(t), data)
+                .expect("table frames are hyp-owned");
+        }
+        Ok(())
+    }
+
+    /// Whether the cache needs a refill before a fault may map (read without the ownership lock).
+    pub(crate) fn tables_low(&self) -> bool {
+        self.tables.lock().len() < TABLE_RESERVE
+    }
+
+    /// `(region, first page, pages)` if `[ipa, ipa + len)` is page aligned and inside one region.
+    fn region_range(&self, ipa: Ipa, len: u64) -> Result<(usize, Gfn, u64), MmuError> {
+        if len == 0 || !ipa.is_aligned(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
+            return Err(MmuError::BadRange { ipa, len });
+        }
+        let (gfn, n) = (Gfn::containing(ipa), len >> PAGE_SHIFT);
+        self.regions
+            .iter()
+            .position(|&(b, p)| gfn >= b && gfn.raw() - b.raw() + n <= p)
+            .map(|r| (r, gfn, n))
+            .ok_or(MmuError::NotGuestMemory { ipa, len })
+    }
+
+    /// The notifier to hand to ownership transitions on this VM.
+    pub fn notifier(&self) -> Notifier<'_, M, T> {
+        Notifier { vm: self }
+    }
+
+    // ---- Ownership transitions, with the VM's side run through the notifier. ----
+
+    /// Moves hypervisor frames `[pa, pa + len)` to this VM at `[ipa, ipa + len)`.
+    ///
+    /// # Errors
+    /// See [`FrameTable::donate_to_guest`].
+    pub fn donate(
+        &self,
+        frames: &Mutex<FrameTable>,
+        pa: Pa,
+        ipa: Ipa,
+        len: u64,
+    ) -> Result<(), OwnershipError> {
+        let mut f = frames.lock();
+        let n = pages_of(Op::Donate, ipa, len)?;
+        f.donate_to_guest(
+            &mut self.backing.lock(),
+            Pfn::containing(pa),
+            Gfn::containing(ipa),
+            n,
+        )
+    }
+
+    /// Lets this VM access hypervisor frames `[pa, pa + len)` at `[ipa, ipa + len)`.
+    ///
+    /// # Errors
+    /// See [`FrameTable::share_with_guest`].
+    pub fn share(
+        &self,
+        frames: &Mutex<FrameTable>,
+        pa: Pa,
+        ipa: Ipa,
+        len: u64,
+        writable: bool,
+    ) -> Result<(), OwnershipError> {
+        let mut f = frames.lock();
+        let n = pages_of(Op::Share, ipa, len)?;
+        let g = Gfn::containing(ipa);
+        f.share_with_guest(
+            &mut self.backing.lock(),
+            Pfn::containing(pa),
+            g,
+            n,
+            writable,
+        )
+    }
+
+    /// Takes back the shared frames at `[ipa, ipa + len)`.
+    ///
+    /// # Errors
+    /// See [`FrameTable::unshare_from_guest`]; `OutOfMemory` if no table frame can be reserved.
+    pub fn unshare(
+        &self,
+        frames: &Mutex<FrameTable>,
+        data: &mut dyn FrameData,
+        ipa: Ipa,
+        len: u64,
+    ) -> Result<(), OwnershipError> {
+        let mut f = frames.lock();
+        let n = pages_of(Op::Unshare, ipa, len)?;
+        self.refill_tables(&mut f, data)?;
+        let g = Gfn::containing(ipa);
+        f.unshare_from_guest(&mut self.backing.lock(), g, n, &mut self.notifier())
+    }
+
+    /// Frees the pages at `[ipa, ipa + len)` (zeroed; the guest sees zero pages if it touches
+    /// them again).
+    ///
+    /// # Errors
+    /// See [`FrameTable::reclaim`]; `OutOfMemory` if no table frame can be reserved.
+    pub fn reclaim(
+        &self,
+        frames: &Mutex<FrameTable>,
+        data: &mut dyn FrameData,
+        ipa: Ipa,
+        len: u64,
+    ) -> Result<(), OwnershipError> {
+        let mut f = frames.lock();
+        let n = pages_of(Op::Reclaim, ipa, len)?;
+        self.refill_tables(&mut f, data)?;
+        let g = Gfn::containing(ipa);
+        f.reclaim(&mut self.backing.lock(), g, n, &mut self.notifier(), data)
+    }
+
+    /// Moves the page at `ipa` to another frame; returns the new frame's address.
+    ///
+    /// # Errors
+    /// See [`FrameTable::migrate`]; `OutOfMemory` if no table frame can be reserved.
+    pub fn migrate(
+        &self,
+        frames: &Mutex<FrameTable>,
+        data: &mut dyn FrameData,
+        ipa: Ipa,
+    ) -> Result<Pa, OwnershipError> {
+        let mut f = frames.lock();
+        self.refill_tables(&mut f, data)?;
+        let g = Gfn::containing(ipa);
+        f.migrate(&mut self.backing.lock(), g, &mut self.notifier(), data)
+            .map(Pfn::base)
+    }
+
+    /// Pins the page at `ipa` (long-term, e.g. for DMA); returns its frame's address.
+    ///
+    /// # Errors
+    /// See [`FrameTable::pin`].
+    pub fn pin(&self, frames: &Mutex<FrameTable>, ipa: Ipa) -> Result<Pa, OwnershipError> {
+        let mut f = frames.lock();
+        f.pin(&self.backing.lock(), Gfn::containing(ipa))
+            .map(Pfn::base)
+    }
+
+    /// Drops a pin taken by [`Vm::pin`].
+    ///
+    /// # Errors
+    /// See [`FrameTable::unpin`].
+    pub fn unpin(&self, frames: &Mutex<FrameTable>, ipa: Ipa) -> Result<Pa, OwnershipError> {
+        let mut f = frames.lock();
+        f.unpin(&self.backing.lock(), Gfn::containing(ipa))
+            .map(Pfn::base)
+    }
+
+    // ---- Stage-2 maintenance that keeps the guest map unchanged. ----
+
+    /// Maps every backed page of `[ipa, ipa + len)` (pre-faulting): 2 MiB blocks where the
+    /// backing and alignment allow and the region is not logged; read-only in logged regions;
+    /// ranges being invalidated are skipped.
+    ///
+    /// # Errors
+    /// `BadRange`, `NotGuestMemory`, `OutOfMemory`.
+    pub fn map_range(
+        &self,
+        frames: &Mutex<FrameTable>,
+        data: &mut dyn FrameData,
+        ipa: Ipa,
+        len: u64,
+    ) -> Result<(), MmuError> {
+        let (_, gfn, n) = self.region_range(ipa, len)?;
+        let f = &mut *frames.lock();
+        let backing = self.backing.lock();
+        let mut mmu = self.mmu.lock();
+        let mut g = gfn.raw();
+        while g < gfn.raw() + n {
+            self.refill_tables(f, data)
+                .map_err(|_| MmuError::OutOfMemory)?;
+            let page = backing.get(Gfn::new(g));
+            let Some(pfn) = page.pfn() else {
+                g += 1;
+                continue;
+            };
+            let logging = mmu.dirty.is_logging(Gfn::new(g));
+            let block = if logging {
+                None
+            } else {
+                block_backing(&backing, Gfn::new(g))
+            };
+            let (start, pages, pa) = match block {
+                Some(base) => (g & !(BLOCK_PAGES - 1), BLOCK_PAGES, base),
+                None => (g, 1, pfn),
+            };
+            if !mmu.inval.overlaps(start, start + pages) {
+                let perms = if page.writable() && !logging {
+                    S2Perms::RWX
+                } else {
+                    S2Perms::RX
+                };
+                let flags = if block.is_some() {
+                    MapFlags::BLOCKS
+                } else {
+                    MapFlags::PAGES_ONLY
+                };
+                let (ipa, len) = gfn_ipa(Gfn::new(start), pages);
+                mmu.s2.map(
+                    &mut self.table_alloc(),
+                    ipa,
+                    pa.base(),
+                    len,
+                    LeafAttrs::normal(perms),
+                    flags,
+                )?;
+            }
+            g = start + pages;
+        }
+        Ok(())
+    }
+
+    /// Removes the translations of `[ipa, ipa + len)` (they fault back in). Ownership is unchanged.
+    ///
+    /// # Errors
+    /// `BadRange`, `NotGuestMemory`, `OutOfMemory` (splitting a block at an end).
+    pub fn unmap_range(
+        &self,
+        frames: &Mutex<FrameTable>,
+        data: &mut dyn FrameData,
+        ipa: Ipa,
+        len: u64,
+    ) -> Result<(), MmuError> {
+        self.region_range(ipa, len)?;
+        self.refill_tables(&mut frames.lock(), data)
+            .map_err(|_| MmuError::OutOfMemory)?;
+        let mut mmu = self.mmu.lock();
+        Ok(mmu.s2.unmap(&mut self.table_alloc(), ipa, len)?)
+    }
+
+    /// Removes write permission from `[ipa, ipa + len)`.
+    ///
+    /// # Errors
+    /// As [`Vm::unmap_range`].
+    pub fn write_protect_range(
+        &self,
+        frames: &Mutex<FrameTable>,
+        data: &mut dyn FrameData,
+        ipa: Ipa,
+        len: u64,
+    ) -> Result<(), MmuError> {
+        self.region_range(ipa, len)?;
+        self.refill_tables(&mut frames.lock(), data)
+            .map_err(|_| MmuError::OutOfMemory)?;
+        let mut mmu = self.mmu.lock();
+        Ok(mmu.s2.write_protect(&mut self.table_alloc(), ipa, len)?)
+    }
+
+    /// Splits blocks in `[ipa, ipa + len)` into 4 KiB pages.
+    ///
+    /// # Errors
+    /// As [`Vm::unmap_range`].
+    pub fn split_range(
+        &self,
+        frames: &Mutex<FrameTable>,
+        ipa: Ipa,
+        len: u64,
+    ) -> Result<(), MmuError> {
+        self.region_range(ipa, len)?;
+        let mut f = frames.lock();
+        let pages = len >> PAGE_SHIFT;
+        // One table per 2 MiB block split, plus one per 1 GiB block.
+        let need = (pages.div_ceil(BLOCK_PAGES) + 2) as usize;
+        {
+            let mut cache = self.tables.lock();
+            while cache.len() < need + TABLE_RESERVE {
+                cache.push(f.hyp_alloc().map_err(|_| MmuError::OutOfMemory)?.base());
+            }
+        }
+        drop(f);
+        let mut mmu = self.mmu.lock();
+        Ok(mmu.s2.split(&mut self.table_alloc(), ipa, len, Level::L3)?)
+    }
+
+    /// Collapses tables of uniform pages in `[ipa, ipa + len)` into blocks; logged regions are
+    /// left alone (they are tracked per 4 KiB page). Returns how many tables went.
+    ///
+    /// # Errors
+    /// `BadRange`, `NotGuestMemory`.
+    pub fn collapse_range(&self, ipa: Ipa, len: u64) -> Result<usize, MmuError> {
+        let (region, ..) = self.region_range(ipa, len)?;
+        let mut mmu = self.mmu.lock();
+        if mmu.dirty.region_logging(region) {
+            return Ok(0);
+        }
+        Ok(mmu.s2.collapse(&mut self.table_alloc(), ipa, len)?)
+    }
+
+    /// Panics unless every invariant in the module docs holds. `frames` is the locked frame
+    /// table (the caller holds the ownership lock).
+    pub fn check_invariants(&self, frames: &FrameTable) {
+        let backing = self.backing.lock();
+        backing.check_against(frames);
+        let mmu = self.mmu.lock();
+        mmu.s2.check_invariants();
+        let limit = mmu.s2.config().ipa_limit();
+        mmu.s2
+            .for_each_leaf(Ipa::new(0), limit, |leaf| {
+                let first = Gfn::containing(leaf.ipa).raw();
+                let pages = leaf.size() >> PAGE_SHIFT;
+                assert!(
+                    !mmu.inval.overlaps(first, first + pages),
+                    "leaf {leaf:?} of {} inside an invalidation in progress",
+                    self.id
+                );
+                for i in 0..pages {
+                    let gfn = Gfn::new(first + i);
+                    let pfn = Pfn::new(Pfn::containing(leaf.pa).raw() + i);
+                    let page = backing.get(gfn);
+                    assert!(
+                        backing.locate(gfn).is_some(),
+                        "I1: leaf {leaf:?} of {} maps {gfn:?} outside guest memory",
+                        self.id
+                    );
+                    assert_eq!(
+                        page.pfn(),
+                        Some(pfn),
+                        "I1: {gfn:?} of {} maps {pfn:?} but is {page}",
+                        self.id
+                    );
+                    let st = frames.state(pfn).expect("leaf maps RAM");
+                    assert!(
+                        st.reachable_by(self.id),
+                        "I1: {gfn:?} of {} maps {pfn:?}, {st}",
+                        self.id
+                    );
+                    if leaf.attrs.perms.writable() {
+                        assert!(
+                            page.writable(),
+                            "I1: {gfn:?} of {} writable but {page}",
+                            self.id
+                        );
+                        assert!(
+                            !mmu.dirty.is_logging(gfn) || mmu.dirty.is_dirty(gfn),
+                            "I3: {gfn:?} of {} writable in stage 2 but not dirty",
+                            self.id
+                        );
+                    }
+                }
+            })
+            .expect("the whole input range is walkable");
+        for &t in self.tables.lock().iter() {
+            assert_eq!(
+                frames.state(Pfn::containing(t)),
+                Some(super::ownership::FrameState::Owned(
+                    super::ownership::Owner::Hyp
+                )),
+                "cached table frame {t:?} is not hypervisor-owned"
+            );
+        }
+    }
+
+    /// Reclaims every page, unmaps everything and frees the table cache and the root. Returns the
+    /// stage-2 memory and TLB handles.
+    ///
+    /// # Errors
+    /// `Pinned`/`Busy` if a page is still pinned or referenced (nothing is freed then); shared
+    /// pages are unshared.
+    pub fn destroy(
+        self,
+        frames: &Mutex<FrameTable>,
+        data: &mut dyn FrameData,
+    ) -> Result<(M, T), (alloc::boxed::Box<Self>, OwnershipError)> {
+        let backed: Vec<(Gfn, GuestPage)> = self.backing.lock().backed().collect();
+        for &(gfn, page) in &backed {
+            let ipa = gfn.base();
+            let r = match page {
+                GuestPage::Owned(_) => self.reclaim(frames, data, ipa, PAGE_SIZE),
+                _ => self.unshare(frames, data, ipa, PAGE_SIZE),
+            };
+            if let Err(e) = r {
+                return Err((alloc::boxed::Box::new(self), e));
+            }
+        }
+        let mut f = frames.lock();
+        let Mmu { s2, .. } = self.mmu.into_inner();
+        let mut cache = self.tables.into_inner();
+        let mut alloc = FrameAlloc {
+            frames: &mut f,
+            data,
+        };
+        let handles = s2.destroy(&mut alloc);
+        for t in cache.drain(..) {
+            alloc.free_table(t);
+        }
+        Ok(handles)
+    }
+}
+
+fn pages_of(op: Op, ipa: Ipa, len: u64) -> Result<u64, OwnershipError> {
+    if len == 0 || !ipa.is_aligned(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
+        return Err(OwnershipError::BadRange { op });
+    }
+    Ok(len >> PAGE_SHIFT)
+}
+
+/// The first frame of a 2 MiB block that may map the aligned block around `gfn`: every page of
+/// it owned by the VM, in one region, backed by physically contiguous frames starting 2 MiB
+/// aligned. Checked under the ownership lock; a later change to those pages goes through an
+/// invalidation, which the fault path notices by the sequence.
+pub(crate) fn block_backing(backing: &GuestMap, gfn: Gfn) -> Option<Pfn> {
+    let start = Gfn::new(gfn.raw() & !(BLOCK_PAGES - 1));
+    if !backing.contains(start, BLOCK_PAGES) {
+        return None;
+    }
+    let GuestPage::Owned(base) = backing.get(start) else {
+        return None;
+    };
+    if base.raw() % BLOCK_PAGES != 0 {
+        return None;
+    }
+    (1..BLOCK_PAGES)
+        .all(|i| {
+            backing.get(Gfn::new(start.raw() + i)) == GuestPage::Owned(Pfn::new(base.raw() + i))
+        })
+        .then_some(base)
+}
+
+/// The MMU-notifier side of a VM, handed to ownership transitions.
+pub struct Notifier<'a, M: PhysMem, T: Tlb> {
+    vm: &'a Vm<M, T>,
+}
+
+impl<M: PhysMem, T: Tlb> Invalidate for Notifier<'_, M, T> {
+    fn begin(&mut self, gfn: Gfn, pages: u64) {
+        let vm = self.vm;
+        let mut mmu = vm.mmu.lock();
+        let inv = &mut mmu.inval;
+        let (start, end) = (gfn.raw(), gfn.raw() + pages);
+        if inv.active == 0 {
+            (inv.start, inv.end) = (start, end);
+        } else {
+            (inv.start, inv.end) = (inv.start.min(start), inv.end.max(end));
+        }
+        inv.active += 1;
+        vm.seq.fetch_add(1, Ordering::AcqRel);
+        // The primary side is about to change these pages (reclaim zeroes them): a snapshot
+        // must copy them again.
+        for g in start..end {
+            mmu.dirty.mark(Gfn::new(g));
+        }
+        if !bug!(vm, skip_invalidate_unmap) {
+            let (ipa, len) = gfn_ipa(gfn, pages);
+            mmu.s2
+                .unmap(&mut vm.table_alloc(), ipa, len)
+                .expect("table frames are reserved before an invalidation");
+        }
+    }
+
+    fn end(&mut self, _gfn: Gfn, _pages: u64) {
+        let mut mmu = self.vm.mmu.lock();
+        self.vm.seq.fetch_add(1, Ordering::AcqRel);
+        debug_assert!(mmu.inval.active > 0, "invalidate end without begin");
+        mmu.inval.active -= 1;
+        if mmu.inval.active == 0 {
+            mmu.inval = Invalidations::default();
+        }
+    }
+}
