@@ -2,6 +2,19 @@
 //! redistributors, list-register manager) and the vPL011. Nothing here touches hardware; the
 //! arch layer feeds trapped MMIO accesses, trapped ICC_SGI1R_EL1 writes and list-register
 //! contents in, and writes back what the models return.
+//!
+//! Glue, per exit of vCPU `v` (all under the VM's device lock):
+//! 1. `vgic.sync(v, &ich_lr_values)` with the list registers the last flush wrote.
+//! 2. Handle the exit: a data abort decodes with [`mmio::DataAbort::decode`], its IPA goes
+//!    through [`DeviceMap::lookup`], the access to `vgic.distributor()`,
+//!    `vgic.redistributors()` or the [`pl011::Pl011`]; after any UART access or RX push,
+//!    `vgic.set_spi_level(UART_INTID, uart.irq_level())`. A trapped ICC_SGI1R_EL1 write goes
+//!    to `vgic.send_sgi(v, value)`; the physical virtual-timer interrupt to
+//!    `vgic.inject_ppi(v, Intid::VTIMER)` (acknowledged and priority-dropped at EL2, left
+//!    active: the guest's deactivation through the HW list register ends it). Kick the vCPUs
+//!    these calls return.
+//! 3. `vgic.flush(v, n_lrs)`: write every ICH_LR<i>_EL2 with `flush.raw(i)` and set
+//!    ICH_HCR_EL2.UIE when `flush.underflow` (maintenance interrupts are just exits).
 #![forbid(unsafe_code)]
 
 pub mod mmio;
@@ -10,6 +23,9 @@ pub mod vgic;
 
 use crate::mm::addr::Ipa;
 use guest_loader::guest_dtb::virt;
+
+/// The vPL011's interrupt (the SPI the guest DTB gives the UART).
+pub const UART_INTID: vgic::Intid = vgic::Intid::spi(virt::UART_SPI);
 
 /// Which emulated device a guest-physical address belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +107,67 @@ impl DeviceMap {
 
 #[cfg(test)]
 mod tests {
+    use super::mmio::{AccessSize, MmioDevice};
+    use super::pl011::{INT_RT, INT_RX, Pl011};
+    use super::vgic::{GICR_SGI_BASE, GICR_STRIDE, LrState, Vgic};
     use super::*;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn uart_receive_interrupt_reaches_the_guest_and_ends_when_drained() {
+        const W: AccessSize = AccessSize::Word;
+        assert_eq!(UART_INTID.raw(), 33);
+        let mut gic = Vgic::new(1, vgic::DEFAULT_SPIS).unwrap();
+        let mut out = Vec::new();
+        let mut uart = Pl011::new(|b| out.push(b));
+        // Guest setup as Linux does it: groups, enables, route to vCPU 0, UART RX interrupts.
+        let mut d = gic.distributor();
+        d.write(0, 0x84, W, u64::MAX).unwrap();
+        d.write(0, 0x104, W, 1 << 1).unwrap();
+        d.write(0, 0x6000 + 8 * 33, AccessSize::Double, 0).unwrap();
+        d.write(0, 0, W, 0x13).unwrap();
+        uart.write(0, 0x30, W, 0x301).unwrap();
+        uart.write(0, 0x2c, W, 0x70).unwrap();
+        uart.write(0, 0x38, W, u64::from(INT_RX | INT_RT)).unwrap();
+
+        // A key press on the physical console.
+        assert!(uart.push_rx(b'k'));
+        assert_eq!(gic.set_spi_level(UART_INTID, uart.irq_level()), Ok(Some(0)));
+        assert_eq!(gic.vcpu_has_pending(0), Ok(true), "a WFI wakes up");
+        let f = gic.flush(0, 4).unwrap();
+        let lr = f.lrs[0].unwrap();
+        assert_eq!((lr.vintid, lr.state), (UART_INTID, LrState::Pending));
+
+        // The guest acknowledges, its handler reads the byte (a trapped access, so the glue
+        // re-evaluates the line), then EOIs.
+        let mut back = lr;
+        back.state = LrState::Active;
+        gic.sync(0, &[back.encode(), 0, 0, 0]).unwrap();
+        assert_eq!(uart.read(0, 0, W), Ok(u64::from(b'k')));
+        gic.set_spi_level(UART_INTID, uart.irq_level()).unwrap();
+        let f = gic.flush(0, 4).unwrap();
+        assert_eq!(
+            f.lrs[0].unwrap().state,
+            LrState::Active,
+            "no longer pending: line low"
+        );
+        back.state = LrState::Invalid; // the EOI, as hardware leaves the register
+        gic.sync(0, &[back.encode(), 0, 0, 0]).unwrap();
+        assert_eq!(gic.flush(0, 4).unwrap().used(), 0);
+        assert_eq!(gic.vcpu_has_pending(0), Ok(false));
+        uart.write(0, 0, W, u64::from(b'!')).unwrap();
+        drop(uart);
+        assert_eq!(out, b"!");
+        // The redistributor window of the map matches the model's.
+        assert_eq!(
+            DeviceMap::qemu_virt(1).windows()[1].size,
+            gic.redistributors().size()
+        );
+        assert_eq!(
+            DeviceMap::qemu_virt(1).lookup(Ipa::new(virt::GICR_BASE + GICR_SGI_BASE + 0x100)),
+            Some((DeviceKind::GicRedistributors, GICR_STRIDE / 2 + 0x100))
+        );
+    }
 
     #[test]
     fn qemu_virt_map_matches_the_guest_dtb() {

@@ -139,9 +139,12 @@ impl Vgic {
                 continue;
             };
             let back = Lr::decode(raw);
-            debug_assert_eq!(
-                back.vintid, shadow.lr.vintid,
-                "ICH_LR{slot}_EL2 of vCPU {vcpu} changed INTID: the arch layer mixed up list registers"
+            // Hardware only changes the State field; an invalid LR's other bits do not matter.
+            debug_assert!(
+                back.state == LrState::Invalid || back.vintid == shadow.lr.vintid,
+                "ICH_LR{slot}_EL2 of vCPU {vcpu} changed INTID from {:?} to {:?}: the arch layer mixed up list registers",
+                shadow.lr.vintid,
+                back.vintid
             );
             let id = shadow.lr.vintid;
             let irq = self
