@@ -252,6 +252,18 @@ pub struct DirtyObserver {
 }
 
 impl DirtyObserver {
+    /// The first page of `[gfn, gfn + pages)` that is in a logged region with its bit clear.
+    pub fn first_clean(&self, gfn: Gfn, pages: u64) -> Option<Gfn> {
+        let (start, end) = (gfn.raw(), gfn.raw() + pages);
+        self.regions.iter().find_map(|(base, n, bits)| {
+            let (lo, hi) = (start.max(base.raw()), end.min(base.raw() + n));
+            if lo >= hi || !bits.logging.load(Ordering::Acquire) {
+                return None;
+            }
+            (lo..hi).find(|&g| !bits.test(g - base.raw())).map(Gfn::new)
+        })
+    }
+
     /// `Some(dirty)` if `gfn` is in a logged region, `None` otherwise.
     pub fn logged_bit(&self, gfn: Gfn) -> Option<bool> {
         self.regions.iter().find_map(|(base, pages, bits)| {
