@@ -329,6 +329,9 @@ fn hook(m: &mut Machine, step: &Step, h: &HookShared) {
 struct Fuzz {
     w: World,
     h: Rc<HookShared>,
+    /// Check that TLB entries agree with the tables after each operation. The teeth tests turn
+    /// it off to show that the consequences (stale reads, lost writes) are caught as well.
+    tlb_coherence: bool,
 }
 
 impl Fuzz {
@@ -346,7 +349,11 @@ impl Fuzz {
         w.machine
             .get()
             .set_hook(Some(alloc::boxed::Box::new(move |m, s| hook(m, s, &hh))));
-        Self { w, h }
+        Self {
+            w,
+            h,
+            tlb_coherence: true,
+        }
     }
 
     fn model(&self) -> core::cell::RefMut<'_, Model> {
@@ -608,7 +615,11 @@ impl Fuzz {
         if let Some(e) = check_tlb_dirty(&m, &self.h.observer) {
             panic!("{e}");
         }
-        for (cpu, e) in m.tlb.entries().filter(|(_, e)| e.vmid == VMID) {
+        let coherent = m
+            .tlb
+            .entries()
+            .filter(|(_, e)| e.vmid == VMID && self.tlb_coherence);
+        for (cpu, e) in coherent {
             let now = m.walk(VMID, e.hit.ipa);
             let ok = now.is_ok_and(|n| {
                 n.pa == e.hit.pa
@@ -634,7 +645,7 @@ impl Fuzz {
 
     /// Unmap everything (no table may be left), then destroy the VM (every frame comes back).
     fn finish(self) {
-        let Fuzz { mut w, h } = self;
+        let Fuzz { mut w, h, .. } = self;
         h.active.set(false);
         for r in 0..2 {
             let _ = w.vm.disable_dirty_log(&w.frames, &mut w.data, r);
@@ -684,8 +695,20 @@ impl Fuzz {
 }
 
 fn run_case(c: &Case, bugs: Bugs, tlb_bugs: TlbBugs) {
+    run_case_with(c, bugs, tlb_bugs, true)
+}
+
+fn run_case_with(c: &Case, bugs: Bugs, tlb_bugs: TlbBugs, tlb_coherence: bool) {
     let mut f = Fuzz::new(c.seed, bugs, tlb_bugs);
-    for op in &c.ops {
+    f.tlb_coherence = tlb_coherence;
+    f.w.data.check_freed = tlb_coherence;
+    // Without the coherence check, also leave dirty logging off so I3 does not catch stale
+    // writable entries first: only the data checks remain.
+    let ops = c
+        .ops
+        .iter()
+        .filter(|op| tlb_coherence || !matches!(op, Op::DirtyEnable { .. }));
+    for op in ops {
         f.exec(op);
         f.check();
     }
@@ -762,6 +785,10 @@ proptest! {
 /// Runs the fuzzer (main property, then snapshot) with a bug switched on until it fails; returns
 /// the 1-based number of the first failing case.
 fn cases_to_catch(bugs: Bugs, tlb_bugs: TlbBugs) -> u32 {
+    cases_to_catch_with(bugs, tlb_bugs, true)
+}
+
+fn cases_to_catch_with(bugs: Bugs, tlb_bugs: TlbBugs, tlb_coherence: bool) -> u32 {
     const LIMIT: u32 = 2000;
     let config = Config {
         cases: LIMIT,
@@ -781,10 +808,10 @@ fn cases_to_catch(bugs: Bugs, tlb_bugs: TlbBugs) -> u32 {
     let r = runner.run(&case(MAX_OPS), |c| {
         count.set(count.get() + 1);
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if count.get().is_multiple_of(2) {
+            if tlb_coherence && count.get().is_multiple_of(2) {
                 run_snapshot(&c, bugs, tlb_bugs)
             } else {
-                run_case(&c, bugs, tlb_bugs)
+                run_case_with(&c, bugs, tlb_bugs, tlb_coherence)
             }
         }));
         match run {
@@ -889,5 +916,20 @@ fn teeth_read_fault_installs_writable_while_logging() {
             ..Bugs::default()
         },
         TlbBugs::default(),
+    );
+}
+
+/// The dropped leaf TLBI again, without the TLB/table agreement check, the freed-while-cached
+/// check and dirty logging: what remains to catch it is its consequence, a guest access
+/// through a stale translation (a stale read or a lost write).
+#[test]
+fn teeth_dropped_leaf_tlbi_seen_as_lost_write() {
+    cases_to_catch_with(
+        Bugs::default(),
+        TlbBugs {
+            drop_ipa: true,
+            drop_vmid: false,
+        },
+        false,
     );
 }

@@ -139,10 +139,18 @@ fn fault_retries_while_an_invalidation_is_in_progress() {
 struct SimDataRef<'a>(&'a World);
 impl crate::mm::ownership::FrameData for SimDataRef<'_> {
     fn zero_frame(&mut self, pfn: Pfn) {
-        super::harness::SimData(self.0.machine.clone()).zero_frame(pfn)
+        super::harness::SimData {
+            machine: self.0.machine.clone(),
+            check_freed: true,
+        }
+        .zero_frame(pfn)
     }
     fn copy_frame(&mut self, from: Pfn, to: Pfn) {
-        super::harness::SimData(self.0.machine.clone()).copy_frame(from, to)
+        super::harness::SimData {
+            machine: self.0.machine.clone(),
+            check_freed: true,
+        }
+        .copy_frame(from, to)
     }
 }
 
