@@ -30,7 +30,7 @@ use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
 use crate::mm::addr::{Gfn, Ipa, PAGE_SIZE, Pa, Pfn};
 use crate::mm::descriptor::Entry;
@@ -688,6 +688,17 @@ impl Fuzz {
             frames.lock().hyp_free(pfn, &mut data).unwrap();
         }
         assert_eq!(frames.lock().free_frames(), total, "frames leaked");
+        // I4's consequence: nothing wrote to a frame after it was freed (free frames are zero).
+        let f = frames.lock();
+        let m = machine.get();
+        for i in 0..total {
+            let pfn = Pfn::new(f.base().raw() + i);
+            assert!(
+                m.mem.frame_words(pfn).iter().all(|&x| x == 0),
+                "free {pfn:?} is not zero"
+            );
+        }
+        drop((m, f));
         let v = machine.get().take_violations();
         assert!(v.is_empty(), "{v:?}");
         machine.get().set_hook(None);
@@ -794,15 +805,18 @@ fn cases_to_catch_with(bugs: Bugs, tlb_bugs: TlbBugs, tlb_coherence: bool) -> u3
         cases: LIMIT,
         failure_persistence: None,
         max_shrink_iters: 0,
-        rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
+        rng_algorithm: RngAlgorithm::ChaCha,
         ..Config::default()
     };
-    let mut runner = TestRunner::new_with_rng(
-        config,
-        proptest::test_runner::TestRng::deterministic_rng(
-            proptest::test_runner::RngAlgorithm::ChaCha,
-        ),
-    );
+    // `TEETH_SEED=n` picks another deterministic case stream (to measure the spread).
+    let seed: u64 = std::env::var("TEETH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes);
+    let mut runner = TestRunner::new_with_rng(config, rng);
     let count = Cell::new(0u32);
     let found = Cell::new(None);
     let r = runner.run(&case(MAX_OPS), |c| {
