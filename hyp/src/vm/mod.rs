@@ -1,4 +1,8 @@
 //! Virtual machines: what the guest sees of the machine, decided portably; the world switch
 //! that applies those decisions lives in `arch`.
 
+pub mod console;
+pub mod exit;
+pub mod inject;
+pub mod power;
 pub mod psci;
