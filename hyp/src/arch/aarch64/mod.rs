@@ -14,4 +14,5 @@ pub mod pl011;
 pub mod psci;
 pub mod semihosting;
 pub mod smp;
+pub mod stage2;
 pub mod sysreg;
