@@ -3,7 +3,8 @@
 //! root), identity IPA = PA.
 //!
 //! Run: `cargo bench -p hyp --bench stage2` (criterion statistics, then a summary table of
-//! ns/page and our time relative to aarch64-paging's; below 1.00 means we are faster).
+//! ns/page and our time relative to aarch64-paging's; below 1.00 means we are faster);
+//! `-- summary` for the table alone.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use aarch64_paging::descriptor::Stage2Attributes as A;
 use aarch64_paging::idmap::IdMap;
 use aarch64_paging::paging::{Constraints, MemoryRegion, Stage2 as TheirStage2};
-use criterion::{BatchSize, Criterion};
+use criterion::Criterion;
 use hyp::mm::addr::{Ipa, Pa};
 use hyp::mm::descriptor::{LeafAttrs, S2Perms};
 use hyp::mm::sim::{SimFrameAlloc, SimMemory};
@@ -33,6 +34,13 @@ const TABLE_RAM: u64 = 64 * GIB;
 type Ours = Stage2<SimMemory, NoTlb>;
 type Theirs = IdMap<TheirStage2>;
 
+thread_local! {
+    /// Table memory and allocator of the last destroyed tree: reusing them keeps our tables in
+    /// warm, already-faulted host memory, as the global allocator does for aarch64-paging.
+    static POOL: std::cell::RefCell<Option<(SimMemory, SimFrameAlloc)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 fn ours() -> (Ours, SimFrameAlloc) {
     let features = CpuFeatures {
         parange: 5,
@@ -40,10 +48,41 @@ fn ours() -> (Ours, SimFrameAlloc) {
         fwb: false,
     };
     let config = Stage2Config::from_features(features, 39).unwrap();
-    let mut alloc = SimFrameAlloc::new(Pa::new(TABLE_RAM), 8 << 20);
-    let mem = SimMemory::new(Pa::new(TABLE_RAM), 8 << 20);
+    let (mem, mut alloc) = POOL.with(|p| p.borrow_mut().take()).unwrap_or_else(|| {
+        let ram = (Pa::new(TABLE_RAM), 8 << 20);
+        (
+            SimMemory::new(ram.0, ram.1),
+            SimFrameAlloc::new(ram.0, ram.1),
+        )
+    });
     let s2 = Stage2::new(mem, NoTlb, config, Vmid::new(1), &mut alloc).unwrap();
     (s2, alloc)
+}
+
+/// Give a tree's memory back to the pool (outside any timed region).
+fn recycle((s2, mut alloc): (Ours, SimFrameAlloc)) {
+    let (mem, _) = s2.destroy(&mut alloc);
+    assert_eq!(alloc.live(), 0, "tables leaked");
+    POOL.with(|p| *p.borrow_mut() = Some((mem, alloc)));
+}
+
+/// Criterion's custom timing: fresh `setup()` each iteration, only `op` timed, `teardown`
+/// outside the timing.
+fn timed<S, R>(
+    iters: u64,
+    mut setup: impl FnMut() -> S,
+    mut op: impl FnMut(&mut S) -> R,
+    mut teardown: impl FnMut(S),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let mut s = setup();
+        let t0 = Instant::now();
+        black_box(op(&mut s));
+        total += t0.elapsed();
+        teardown(s);
+    }
+    total
 }
 
 const RW: LeafAttrs = LeafAttrs::normal(S2Perms::RW);
@@ -124,7 +163,7 @@ fn random_ipas() -> Vec<u64> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            PAGE_BASE + (x % GIB & !7)
+            PAGE_BASE + ((x % GIB) & !7)
         })
         .collect()
 }
@@ -151,117 +190,59 @@ fn theirs_translate(t: &Theirs, ipas: &[u64]) -> u64 {
 
 fn criterion_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("stage2");
-    let per = BatchSize::PerIteration;
-    g.bench_function("ours/map_1g_4k", |b| {
-        b.iter_batched(
-            ours,
-            |mut s| {
-                ours_map(&mut s, PAGE_BASE, true);
-                s
-            },
-            per,
-        )
+    macro_rules! case {
+        ($name:literal, $setup:expr, $op:expr) => {
+            g.bench_function($name, |b| {
+                b.iter_custom(|n| timed(n, $setup, $op, Teardown::teardown))
+            });
+        };
+    }
+    let fresh = || Theirs::new(1, TheirStage2);
+    case!("ours/map_1g_4k", ours, |s| ours_map(s, PAGE_BASE, true));
+    case!("theirs/map_1g_4k", fresh, |t| theirs_map(
+        t, PAGE_BASE, true
+    ));
+    case!("ours/map_1g_2m", ours, |s| ours_map(s, BLOCK_BASE, false));
+    case!("theirs/map_1g_2m", fresh, |t| theirs_map(
+        t, BLOCK_BASE, false
+    ));
+    case!("ours/unmap_1g_4k", || ours_mapped(PAGE_BASE, true), |s| {
+        ours_unmap(s, PAGE_BASE)
     });
-    g.bench_function("theirs/map_1g_4k", |b| {
-        b.iter_batched(
-            || Theirs::new(1, TheirStage2),
-            |mut t| {
-                theirs_map(&mut t, PAGE_BASE, true);
-                t
-            },
-            per,
-        )
+    case!(
+        "theirs/unmap_1g_4k",
+        || theirs_mapped(PAGE_BASE, true),
+        |t| { theirs_unmap(t, PAGE_BASE, true) }
+    );
+    case!("ours/unmap_1g_2m", || ours_mapped(BLOCK_BASE, false), |s| {
+        ours_unmap(s, BLOCK_BASE)
     });
-    g.bench_function("ours/map_1g_2m", |b| {
-        b.iter_batched(
-            ours,
-            |mut s| {
-                ours_map(&mut s, BLOCK_BASE, false);
-                s
-            },
-            per,
-        )
-    });
-    g.bench_function("theirs/map_1g_2m", |b| {
-        b.iter_batched(
-            || Theirs::new(1, TheirStage2),
-            |mut t| {
-                theirs_map(&mut t, BLOCK_BASE, false);
-                t
-            },
-            per,
-        )
-    });
-    g.bench_function("ours/unmap_1g_4k", |b| {
-        b.iter_batched(
-            || ours_mapped(PAGE_BASE, true),
-            |mut s| {
-                ours_unmap(&mut s, PAGE_BASE);
-                s
-            },
-            per,
-        )
-    });
-    g.bench_function("theirs/unmap_1g_4k", |b| {
-        b.iter_batched(
-            || theirs_mapped(PAGE_BASE, true),
-            |mut t| {
-                theirs_unmap(&mut t, PAGE_BASE, true);
-                t
-            },
-            per,
-        )
-    });
-    g.bench_function("ours/unmap_1g_2m", |b| {
-        b.iter_batched(
-            || ours_mapped(BLOCK_BASE, false),
-            |mut s| {
-                ours_unmap(&mut s, BLOCK_BASE);
-                s
-            },
-            per,
-        )
-    });
-    g.bench_function("theirs/unmap_1g_2m", |b| {
-        b.iter_batched(
-            || theirs_mapped(BLOCK_BASE, false),
-            |mut t| {
-                theirs_unmap(&mut t, BLOCK_BASE, false);
-                t
-            },
-            per,
-        )
-    });
-    g.bench_function("ours/write_protect_1g_4k", |b| {
-        b.iter_batched(
-            || ours_mapped(PAGE_BASE, true),
-            |mut s| {
-                ours_wp(&mut s);
-                s
-            },
-            per,
-        )
-    });
-    g.bench_function("theirs/write_protect_1g_4k", |b| {
-        b.iter_batched(
-            || theirs_mapped(PAGE_BASE, true),
-            |mut t| {
-                theirs_wp(&mut t);
-                t
-            },
-            per,
-        )
-    });
+    case!(
+        "theirs/unmap_1g_2m",
+        || theirs_mapped(BLOCK_BASE, false),
+        |t| { theirs_unmap(t, BLOCK_BASE, false) }
+    );
+    case!(
+        "ours/write_protect_1g_4k",
+        || ours_mapped(PAGE_BASE, true),
+        ours_wp
+    );
+    case!(
+        "theirs/write_protect_1g_4k",
+        || theirs_mapped(PAGE_BASE, true),
+        theirs_wp
+    );
     let ipas = random_ipas();
-    let (s2, _alloc) = ours_mapped(PAGE_BASE, true);
+    let s2 = ours_mapped(PAGE_BASE, true);
     let t = theirs_mapped(PAGE_BASE, true);
     g.bench_function("ours/translate_1m", |b| {
-        b.iter(|| ours_translate(&s2, black_box(&ipas)))
+        b.iter(|| ours_translate(&s2.0, black_box(&ipas)))
     });
     g.bench_function("theirs/translate_1m", |b| {
         b.iter(|| theirs_translate(&t, black_box(&ipas)))
     });
     g.finish();
+    recycle(s2);
 }
 
 fn ours_map(s: &mut (Ours, SimFrameAlloc), base: u64, pages_only: bool) {
@@ -281,22 +262,27 @@ fn theirs_map(t: &mut Theirs, base: u64, pages_only: bool) {
 }
 
 /// Best of `runs` timings of `op` on a fresh `setup()` each time.
-fn best<S, R>(
+fn best<S: Teardown, R>(
     runs: usize,
     mut setup: impl FnMut() -> S,
     mut op: impl FnMut(&mut S) -> R,
 ) -> Duration {
     (0..runs)
-        .map(|_| {
-            let mut s = setup();
-            let t0 = Instant::now();
-            black_box(op(&mut s));
-            let d = t0.elapsed();
-            drop(s);
-            d
-        })
+        .map(|_| timed(1, &mut setup, &mut op, S::teardown))
         .min()
         .unwrap()
+}
+
+trait Teardown {
+    fn teardown(self);
+}
+impl Teardown for (Ours, SimFrameAlloc) {
+    fn teardown(self) {
+        recycle(self)
+    }
+}
+impl Teardown for Theirs {
+    fn teardown(self) {}
 }
 
 fn summary() {
@@ -383,19 +369,34 @@ fn summary() {
         let t = theirs.as_nanos() as f64 / units as f64;
         println!("{name:<38} {o:>10.2} {t:>14.2} {:>12.2}", o / t);
     }
-    let (blocks_1g, _) = ours_mapped(PAGE_BASE, false);
-    let (blocks_2m, _) = ours_mapped(BLOCK_BASE, false);
-    let (pages, _) = ours_mapped(PAGE_BASE, true);
+    let count = |base, pages_only| {
+        let s = ours_mapped(base, pages_only);
+        let n = s.0.table_pages();
+        recycle(s);
+        n
+    };
     println!(
         "table pages for 1 GiB (root included): 1 GiB-aligned {} (one 1 GiB block), \
          2 MiB-aligned {} (512 2 MiB blocks), 4 KiB pages {}",
-        blocks_1g.table_pages(),
-        blocks_2m.table_pages(),
-        pages.table_pages()
+        count(PAGE_BASE, false),
+        count(BLOCK_BASE, false),
+        count(PAGE_BASE, true)
     );
 }
 
 fn main() {
+    // Both sides should run on warm, already-faulted memory: ours reuses its pooled table
+    // memory; for aarch64-paging's tables (malloc'd and freed per iteration), freeing one
+    // large mmap'd block first makes glibc raise its trim threshold, so freed tables stay in
+    // the heap instead of going back to the OS and faulting in again on the next iteration.
+    drop(black_box(vec![1u8; 16 << 20]));
+    // `cargo bench --bench stage2 -- summary`: only the table; any other filter: only the
+    // matching criterion benchmarks; no filter: both.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.as_deref() == Some("summary") {
+        summary();
+        return;
+    }
     let mut c = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
@@ -403,5 +404,7 @@ fn main() {
         .configure_from_args();
     criterion_benches(&mut c);
     c.final_summary();
-    summary();
+    if filter.is_none() {
+        summary();
+    }
 }

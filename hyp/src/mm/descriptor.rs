@@ -370,9 +370,57 @@ impl Pte {
         }
     }
 
+    /// The next-level table a table entry at `level` points to (`None` for anything else).
+    /// The walker's fast path: no full decode.
+    #[inline]
+    pub const fn next_table(self, level: Level) -> Option<Pa> {
+        if self.is_table(level) {
+            Some(Pa::new(self.0 & OA_MASK))
+        } else {
+            None
+        }
+    }
+
+    /// Everything but the output address (type, attributes, software bits). Two valid leaves
+    /// at the same level with equal `attr_bits` decode to equal [`LeafAttrs`].
+    #[inline]
+    pub const fn attr_bits(self) -> u64 {
+        self.0 & !OA_MASK
+    }
+
+    /// This entry's output address with `attr_bits` taken from another entry of the same kind.
+    #[inline]
+    pub const fn with_attr_bits(self, attr_bits: u64) -> Self {
+        Self((self.0 & OA_MASK) | (attr_bits & !OA_MASK))
+    }
+
     /// Whether the access flag is set (always, for leaves we write).
     pub const fn access_flag(self) -> bool {
         self.0 & AF != 0
+    }
+}
+
+/// Leaf encoding with the attribute bits computed once, for operations writing many leaves
+/// with the same attributes (`encoder.leaf(pa, level) == Pte::leaf(pa, level, attrs, enc)`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct LeafEncoder {
+    page: u64,
+    block: u64,
+}
+
+impl LeafEncoder {
+    pub fn new(attrs: LeafAttrs, enc: AttrEncoding) -> Self {
+        Self {
+            page: Pte::leaf(Pa::new(0), Level::L3, attrs, enc).0,
+            block: Pte::leaf(Pa::new(0), Level::L2, attrs, enc).0,
+        }
+    }
+
+    #[inline]
+    pub fn leaf(&self, pa: Pa, level: Level) -> Pte {
+        debug_assert!(level.allows_leaf() && pa.is_aligned(level.entry_size()));
+        debug_assert!(pa.raw() & !OA_MASK == 0, "{pa:?} beyond 48 bits");
+        Pte(pa.raw() | if level.0 == 3 { self.page } else { self.block })
     }
 }
 
@@ -505,6 +553,27 @@ mod tests {
         );
         assert_eq!(fwb.raw(), 0x17db);
         assert_eq!(Pte::table(Pa::new(0x1234_5000)).raw(), 0x1234_5003);
+    }
+
+    #[test]
+    fn encoder_and_attr_bits_agree_with_leaf() {
+        let attrs = LeafAttrs::device(S2Perms::RX).with_sw(SwBits::new(9).unwrap());
+        let e = LeafEncoder::new(attrs, ENC);
+        for (level, pa) in [
+            (Level::L1, 0x4000_0000),
+            (Level::L2, 0x20_0000),
+            (Level::L3, 0x1000),
+        ] {
+            let pte = Pte::leaf(Pa::new(pa), level, attrs, ENC);
+            assert_eq!(e.leaf(Pa::new(pa), level), pte);
+            let other = Pte::leaf(Pa::new(pa), level, LeafAttrs::normal(S2Perms::R), ENC);
+            assert_eq!(other.with_attr_bits(pte.attr_bits()), pte);
+        }
+        assert_eq!(
+            Pte::table(Pa::new(0x7000)).next_table(Level::L2),
+            Some(Pa::new(0x7000))
+        );
+        assert_eq!(Pte::table(Pa::new(0x7000)).next_table(Level::L3), None);
     }
 
     #[test]

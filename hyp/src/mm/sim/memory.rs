@@ -1,10 +1,10 @@
-//! Simulated physical memory: a contiguous RAM range of 4 KiB frames, allocated lazily (an
-//! untouched frame reads as zero). Holds page tables and guest data alike.
+//! Simulated physical memory: a contiguous RAM range of 4 KiB frames, initially zero. Holds
+//! page tables and guest data alike.
 
-use alloc::boxed::Box;
+use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::mm::addr::{PAGE_SHIFT, PAGE_SIZE, Pa, Pfn};
+use crate::mm::addr::{PAGE_SIZE, Pa, Pfn};
 use crate::mm::descriptor::{ENTRIES_PER_TABLE, Pte};
 use crate::mm::phys::PhysMem;
 
@@ -12,20 +12,19 @@ use crate::mm::phys::PhysMem;
 pub type FrameWords = [u64; ENTRIES_PER_TABLE];
 
 /// RAM `[base, base + len)`. Accesses outside it are bugs in the caller and panic.
+///
+/// One contiguous zeroed allocation (the host OS commits pages lazily), so an entry access is
+/// an index, like a table access through an identity map on hardware.
 pub struct SimMemory {
     base: u64,
-    frames: Vec<Option<Box<FrameWords>>>,
+    words: Vec<u64>,
 }
 
 impl core::fmt::Debug for SimMemory {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SimMemory")
             .field("base", &Pa::new(self.base))
-            .field("frames", &self.frames.len())
-            .field(
-                "touched",
-                &self.frames.iter().filter(|f| f.is_some()).count(),
-            )
+            .field("frames", &(self.words.len() / ENTRIES_PER_TABLE))
             .finish()
     }
 }
@@ -37,11 +36,9 @@ impl SimMemory {
             base.is_aligned(PAGE_SIZE) && len.is_multiple_of(PAGE_SIZE),
             "unaligned sim RAM"
         );
-        let mut frames = Vec::new();
-        frames.resize_with((len / PAGE_SIZE) as usize, || None);
         Self {
             base: base.raw(),
-            frames,
+            words: vec![0; (len / 8) as usize],
         }
     }
 
@@ -50,38 +47,30 @@ impl SimMemory {
     }
     /// One past the last byte.
     pub fn end(&self) -> Pa {
-        Pa::new(self.base + self.frames.len() as u64 * PAGE_SIZE)
+        Pa::new(self.base + self.words.len() as u64 * 8)
     }
     pub fn contains(&self, pa: Pa) -> bool {
         pa >= self.base() && pa < self.end()
     }
 
-    #[inline]
-    fn slot(&self, pa: u64) -> (usize, usize) {
-        let off = pa.checked_sub(self.base).expect("PA below sim RAM");
-        (
-            (off >> PAGE_SHIFT) as usize,
-            ((off & (PAGE_SIZE - 1)) >> 3) as usize,
-        )
+    #[inline(always)]
+    fn word(&self, pa: u64) -> usize {
+        (pa.wrapping_sub(self.base) >> 3) as usize
     }
 
     /// The 64-bit word at `pa` (8-byte aligned).
-    #[inline]
+    #[inline(always)]
     pub fn read_u64(&self, pa: Pa) -> u64 {
         debug_assert!(pa.is_aligned(8), "unaligned read at {pa:?}");
-        let (frame, word) = self.slot(pa.raw());
-        match &self.frames[frame] {
-            Some(f) => f[word],
-            None => 0,
-        }
+        self.words[self.word(pa.raw())]
     }
 
     /// Store the 64-bit word at `pa` (8-byte aligned).
-    #[inline]
+    #[inline(always)]
     pub fn write_u64(&mut self, pa: Pa, value: u64) {
         debug_assert!(pa.is_aligned(8), "unaligned write at {pa:?}");
-        let (frame, word) = self.slot(pa.raw());
-        self.frames[frame].get_or_insert_with(|| Box::new([0; ENTRIES_PER_TABLE]))[word] = value;
+        let i = self.word(pa.raw());
+        self.words[i] = value;
     }
 
     /// Copy bytes out of RAM starting at `pa` (may cross frames).
@@ -104,37 +93,41 @@ impl SimMemory {
         }
     }
 
-    fn index_of(&self, pfn: Pfn) -> usize {
-        self.slot(pfn.base().raw()).0
+    fn frame(&self, pfn: Pfn) -> core::ops::Range<usize> {
+        let first = self.word(pfn.base().raw());
+        assert!(
+            first + ENTRIES_PER_TABLE <= self.words.len(),
+            "{pfn:?} outside sim RAM"
+        );
+        first..first + ENTRIES_PER_TABLE
     }
 
     /// Fill the frame with zeros.
     pub fn zero_frame(&mut self, pfn: Pfn) {
-        let i = self.index_of(pfn);
-        self.frames[i] = None;
+        let r = self.frame(pfn);
+        self.words[r].fill(0);
     }
 
     /// Copy a whole frame's contents.
     pub fn copy_frame(&mut self, from: Pfn, to: Pfn) {
-        let (src, dst) = (self.index_of(from), self.index_of(to));
-        self.frames[dst] = self.frames[src].clone();
+        let (src, dst) = (self.frame(from), self.frame(to));
+        self.words.copy_within(src, dst.start);
     }
 
     /// A frame's contents as words.
     pub fn frame_words(&self, pfn: Pfn) -> FrameWords {
-        match &self.frames[self.index_of(pfn)] {
-            Some(f) => **f,
-            None => [0; ENTRIES_PER_TABLE],
-        }
+        let mut out = [0; ENTRIES_PER_TABLE];
+        out.copy_from_slice(&self.words[self.frame(pfn)]);
+        out
     }
 }
 
 impl PhysMem for SimMemory {
-    #[inline]
+    #[inline(always)]
     fn read_pte(&self, table: Pa, index: usize) -> Pte {
         Pte::from_raw(self.read_u64(Pa::new(table.raw() + 8 * index as u64)))
     }
-    #[inline]
+    #[inline(always)]
     fn write_pte(&mut self, table: Pa, index: usize, pte: Pte) {
         self.write_u64(Pa::new(table.raw() + 8 * index as u64), pte.raw())
     }

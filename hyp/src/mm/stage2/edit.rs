@@ -48,7 +48,17 @@ pub(crate) struct Editor<'e, T: Tlb, A: TableAlloc + ?Sized> {
 impl<T: Tlb, A: TableAlloc + ?Sized> Editor<'_, T, A> {
     /// Replace the entry with `new`, doing whatever maintenance the change needs right away:
     /// BBM, or a store followed by a completed TLBI for a restriction or removal.
+    #[inline(always)]
     pub fn replace<M: PhysMem>(&mut self, ctx: &mut VisitCtx<'_, M>, new: Pte) {
+        if !ctx.old.is_valid() {
+            // Change::Install without decoding: nothing can be cached for an invalid entry.
+            ctx.set(new);
+            return;
+        }
+        self.replace_live(ctx, new);
+    }
+
+    fn replace_live<M: PhysMem>(&mut self, ctx: &mut VisitCtx<'_, M>, new: Pte) {
         let old = ctx.entry();
         match classify_change(old, new.decode(ctx.level)) {
             Change::Unchanged => {
@@ -74,7 +84,14 @@ impl<T: Tlb, A: TableAlloc + ?Sized> Editor<'_, T, A> {
     /// Like [`Editor::replace`], but a restriction or leaf removal only records the
     /// invalidation, to be done once by [`Editor::finish`] before the operation returns.
     /// Changes that need BBM still invalidate before the new entry is made.
+    #[inline]
     pub fn replace_deferred<M: PhysMem>(&mut self, ctx: &mut VisitCtx<'_, M>, new: Pte) {
+        if !new.is_valid() && ctx.old.is_valid() && !ctx.old.is_table(ctx.level) {
+            // Change::Remove of a leaf without decoding.
+            ctx.set(new);
+            self.defer_ipa(ctx.ipa, ctx.level);
+            return;
+        }
         let old = ctx.entry();
         match classify_change(old, new.decode(ctx.level)) {
             Change::Restrict => {
@@ -179,7 +196,8 @@ impl<T: Tlb, A: TableAlloc + ?Sized> Editor<'_, T, A> {
         Ok(())
     }
 
-    fn defer_ipa(&mut self, ipa: u64, level: Level) {
+    #[inline]
+    pub fn defer_ipa(&mut self, ipa: u64, level: Level) {
         let d = &mut self.deferred;
         if d.all {
             return;

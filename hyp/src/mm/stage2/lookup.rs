@@ -38,6 +38,7 @@ pub(crate) struct LeafVisitor<F> {
 }
 
 impl<M: PhysMem, F: FnMut(Leaf)> Visitor<M> for LeafVisitor<F> {
+    #[inline(always)]
     fn visit(&mut self, ctx: &mut VisitCtx<'_, M>, _kind: Visit) -> Result<(), Stage2Error> {
         if let Entry::Leaf { pa, attrs } = ctx.entry() {
             (self.f)(Leaf {

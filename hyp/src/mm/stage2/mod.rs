@@ -29,7 +29,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::addr::{Ipa, PAGE_SIZE, Pa};
-use super::descriptor::{Annotation, Entry, LeafAttrs, Level, S2Perms};
+use super::descriptor::{Annotation, Entry, LeafAttrs, LeafEncoder, Level, S2Perms};
 use super::phys::{PhysMem, TableAlloc};
 use super::tlb::Tlb;
 
@@ -278,11 +278,14 @@ impl<M: PhysMem, T: Tlb> Stage2<M, T> {
             &mut self.table_pages,
         );
         let delta = pa.raw().wrapping_sub(ipa.raw());
+        let encoder = LeafEncoder::new(attrs, self.config.attr_encoding());
+        let pages_only = flags.pages_only;
         let mut v = map::MapVisitor {
             ed,
             delta,
             attrs,
-            pages_only: flags.pages_only,
+            encoder,
+            pages_only,
         };
         let (level, entries) = (self.config.start_level(), self.config.root_entries());
         let r = if len == 0 {
@@ -383,7 +386,11 @@ impl<M: PhysMem, T: Tlb> Stage2<M, T> {
             &self.config,
             &mut self.table_pages,
         );
-        let mut v = attrs::UpdateVisitor { ed, update };
+        let mut v = attrs::UpdateVisitor {
+            ed,
+            update,
+            memo: None,
+        };
         let (level, entries) = (self.config.start_level(), self.config.root_entries());
         let r = if len == 0 {
             Ok(())

@@ -17,6 +17,7 @@ pub(crate) struct SplitVisitor<'e, T: Tlb, A: TableAlloc + ?Sized> {
 }
 
 impl<M: PhysMem, T: Tlb, A: TableAlloc + ?Sized> Visitor<M> for SplitVisitor<'_, T, A> {
+    #[inline(always)]
     fn visit(&mut self, ctx: &mut VisitCtx<'_, M>, _kind: Visit) -> Result<(), Stage2Error> {
         match ctx.entry() {
             Entry::Leaf { .. } if ctx.level < self.target => self.ed.split_block(ctx),
@@ -34,6 +35,7 @@ impl<M: PhysMem, T: Tlb, A: TableAlloc + ?Sized> Visitor<M> for CollapseVisitor<
     const LEAF: bool = false;
     const TABLE_POST: bool = true;
 
+    #[inline(always)]
     fn visit(&mut self, ctx: &mut VisitCtx<'_, M>, _kind: Visit) -> Result<(), Stage2Error> {
         let Entry::Table(t) = ctx.entry() else {
             return Ok(());

@@ -15,8 +15,10 @@ pub(crate) struct UnmapVisitor<'e, T: Tlb, A: TableAlloc + ?Sized> {
 }
 
 impl<M: PhysMem, T: Tlb, A: TableAlloc + ?Sized> Visitor<M> for UnmapVisitor<'_, T, A> {
+    const TABLE_PRE: bool = true;
     const TABLE_POST: bool = true;
 
+    #[inline(always)]
     fn visit(&mut self, ctx: &mut VisitCtx<'_, M>, kind: Visit) -> Result<(), Stage2Error> {
         let target = Pte::invalid(self.annotation);
         match kind {
@@ -54,7 +56,14 @@ impl<M: PhysMem, T: Tlb, A: TableAlloc + ?Sized> Visitor<M> for UnmapVisitor<'_,
                 }
                 Ok(())
             }
-            Visit::TablePre => unreachable!("not requested"),
+            // A table whose whole range goes: unlink it in one store instead of clearing its
+            // entries one by one. The VMID-wide TLBI this needs covers every leaf below, and
+            // the subtree's frames are freed after it (a reused frame is zeroed first).
+            Visit::TablePre if ctx.covered() => {
+                self.ed.replace_deferred(ctx, target);
+                Ok(())
+            }
+            Visit::TablePre => Ok(()),
         }
     }
 }

@@ -27,7 +27,47 @@ pub(crate) trait Visitor<M: PhysMem> {
     const TABLE_PRE: bool = false;
     const LEAF: bool = true;
     const TABLE_POST: bool = false;
+    /// Take the entries of each level-3 table in range as one [`LeafRun`] (a batched fast path;
+    /// the visitor must still give every entry `visit`'s semantics).
+    const LEAF_RUNS: bool = false;
     fn visit(&mut self, ctx: &mut VisitCtx<'_, M>, kind: Visit) -> Result<(), Stage2Error>;
+    fn leaf_run(&mut self, _run: LeafRun<'_, M>) -> Result<(), Stage2Error> {
+        unreachable!("LEAF_RUNS not requested")
+    }
+}
+
+/// The in-range entries `first..=last` of one level-3 table (all covered by the walk's range,
+/// which is page aligned).
+pub(crate) struct LeafRun<'a, M: PhysMem> {
+    pub mem: &'a mut M,
+    pub table: Pa,
+    /// IPA of entry 0 of the table.
+    pub base: u64,
+    pub first: usize,
+    pub last: usize,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl<M: PhysMem> LeafRun<'_, M> {
+    /// IPA of entry `index`.
+    #[inline(always)]
+    pub fn ipa(&self, index: usize) -> u64 {
+        self.base + ((index as u64) << Level::L3.shift())
+    }
+    /// The general per-entry context for `index` (the slow path).
+    pub fn ctx(&mut self, index: usize, old: Pte) -> VisitCtx<'_, M> {
+        VisitCtx {
+            mem: &mut *self.mem,
+            table: self.table,
+            index,
+            level: Level::L3,
+            ipa: self.base + ((index as u64) << Level::L3.shift()),
+            start: self.start,
+            end: self.end,
+            old,
+        }
+    }
 }
 
 /// One entry and where it sits.
@@ -46,20 +86,25 @@ pub(crate) struct VisitCtx<'a, M: PhysMem> {
 }
 
 impl<M: PhysMem> VisitCtx<'_, M> {
+    #[inline(always)]
     pub fn entry(&self) -> Entry {
         self.old.decode(self.level)
     }
+    #[inline(always)]
     pub fn size(&self) -> u64 {
         self.level.entry_size()
     }
+    #[inline(always)]
     pub fn ipa(&self) -> Ipa {
         Ipa::new(self.ipa)
     }
     /// Whether the walk's range covers all of this entry.
+    #[inline(always)]
     pub fn covered(&self) -> bool {
         self.ipa >= self.start && self.ipa + self.size() <= self.end
     }
     /// Store `new` in this slot (one primitive step).
+    #[inline(always)]
     pub fn set(&mut self, new: Pte) {
         self.mem.write_pte(self.table, self.index, new);
         self.old = new;
@@ -96,6 +141,17 @@ fn walk_table<M: PhysMem, V: Visitor<M>>(
     let span_last = base + ((entries as u64) << shift) - 1;
     let first = ((start.max(base) - base) >> shift) as usize;
     let last = (((end - 1).min(span_last) - base) >> shift) as usize;
+    if V::LEAF_RUNS && level == Level::L3 {
+        return v.leaf_run(LeafRun {
+            mem,
+            table,
+            base,
+            first,
+            last,
+            start,
+            end,
+        });
+    }
     for index in first..=last {
         let ipa = base + ((index as u64) << shift);
         let old = mem.read_pte(table, index);
@@ -116,8 +172,7 @@ fn walk_table<M: PhysMem, V: Visitor<M>>(
         } else if V::LEAF {
             v.visit(&mut ctx, Visit::Leaf)?;
         }
-        let now = ctx.old;
-        if let Entry::Table(child) = now.decode(level) {
+        if let Some(child) = ctx.old.next_table(level) {
             let next = level
                 .next()
                 .expect("table entries exist above level 3 only");
