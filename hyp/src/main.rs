@@ -12,13 +12,13 @@ fn main() {
 mod el2 {
     use hyp::arch::aarch64::fatal::{self, ExitCode, Fatal};
     use hyp::arch::aarch64::layout::ImageLayout;
-    use hyp::arch::aarch64::{boot, console, smp};
+    use hyp::arch::aarch64::{boot, console, guest, smp};
 
     /// The boot CPU's first Rust code (from `_start`, see arch/aarch64/head.rs).
     #[unsafe(no_mangle)]
     extern "C" fn hyp_boot(dtb: u64) -> ! {
-        let booted = boot::boot_cpu(dtb);
-        smp::start_secondaries(&booted.machine);
+        let mut booted = boot::boot_cpu(dtb);
+        let online = smp::start_secondaries(&booted.machine);
         if cfg!(feature = "test-el2-fault") {
             // The guard page below CPU 0's stack: unmapped, so this must fault at level 3.
             let guard = ImageLayout::get().guard_pages(0)[0].raw();
@@ -30,6 +30,13 @@ mod el2 {
         }
         if cfg!(feature = "test-panic") {
             panic!("test-panic build: deliberate panic after bring-up");
+        }
+        if !booted.domains.is_empty() {
+            if guest::create_all(&booted.domains, &mut booted.frames, online) > 0 {
+                guest::pcpu_main(0);
+            }
+            log::error!("no domain could be created: powering off");
+            fatal::stop_machine(ExitCode::BootFailed)
         }
         log::info!("no guest to run: powering off");
         fatal::power_off()

@@ -11,6 +11,7 @@ use crate::idmap::MapError;
 use crate::mm::addr::Pa;
 use crate::platform::{Early, Machine, Region};
 use alloc::vec::Vec;
+use guest_loader::domain::{self, DomainConfig, DomainError};
 
 /// booting.rst: the DTB must not exceed 2 MiB.
 const DTB_MAX: usize = 2 << 20;
@@ -20,6 +21,9 @@ pub struct Booted {
     pub machine: Machine<'static>,
     pub frames: FrameAllocator,
     pub dtb: Region,
+    /// The dom0less domains of `/chosen` that passed `check_layout` (their modules are kept
+    /// out of `frames`).
+    pub domains: Vec<DomainConfig<'static>>,
 }
 
 /// The boot DTB as a byte slice (up to its header's `totalsize`, at most 2 MiB).
@@ -42,10 +46,64 @@ unsafe fn dtb_slice(pa: u64) -> Option<&'static [u8]> {
     }
 }
 
+/// Removes FDT_NOP tokens from the structure block in place (shrinking `size_dt_struct`).
+/// QEMU leaves runs of them when it edits a `-dtb` blob (it NOPs the nodes it replaces), and
+/// the DTB reader refuses them. Stops, changing nothing more, at anything malformed: the
+/// validator reports that afterwards.
+fn strip_nops(blob: &mut [u8]) {
+    let word = |b: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    let (Some(off), Some(size)) = (word(blob, 8), word(blob, 36)) else {
+        return;
+    };
+    let (off, size) = (off as usize, size as usize);
+    let Some(block) = blob.get_mut(off..off.saturating_add(size)) else {
+        return;
+    };
+    let (mut rd, mut wr) = (0usize, 0usize);
+    while let Some(token) = word(block, rd) {
+        let len = match token {
+            1 => match block
+                .get(rd + 4..)
+                .and_then(|r| r.iter().position(|&c| c == 0))
+            {
+                Some(n) => 4 + (n + 1).next_multiple_of(4),
+                None => return,
+            },
+            3 => match word(block, rd + 4) {
+                Some(l) => 12 + (l as usize).next_multiple_of(4),
+                None => return,
+            },
+            2 | 9 => 4,
+            4 => {
+                rd += 4;
+                continue;
+            }
+            _ => return,
+        };
+        if rd + len > block.len() {
+            return;
+        }
+        block.copy_within(rd..rd + len, wr);
+        rd += len;
+        wr += len;
+        if token == 9 {
+            break;
+        }
+    }
+    blob[36..40].copy_from_slice(&(wr as u32).to_be_bytes());
+}
+
 /// Bring-up of the boot CPU with `dtb` from x0. Returns with the MMU, heap and logger up.
 pub fn boot_cpu(dtb_pa: u64) -> Booted {
     // SAFETY: x0 from the boot loader; the MMU is off, so any RAM address is readable.
     let blob = unsafe { dtb_slice(dtb_pa) };
+    if let Some(b) = blob {
+        // SAFETY: the boot protocol hands the DTB over to us: nothing else reads or writes it
+        // while this CPU (alone, MMU off) edits it in place; `b` covers exactly the blob.
+        strip_nops(unsafe { core::slice::from_raw_parts_mut(b.as_ptr().cast_mut(), b.len()) });
+    }
     let early = blob.map(Early::parse);
     let uart = match early {
         Some(Ok(e)) => e.uart.map_or(QEMU_VIRT_PL011, |u| u.base.raw()),
@@ -121,6 +179,15 @@ pub fn boot_cpu(dtb_pa: u64) -> Booted {
         .collect();
     reserved.extend(machine.chosen.initrd);
     reserved.extend(machine.chosen.modules.iter().copied());
+    let domains = guest_domains(blob, &machine, &reserved);
+    for d in &domains {
+        for m in core::iter::once(d.kernel).chain(d.ramdisk) {
+            reserved.push(Region {
+                base: Pa::new(m.region.base),
+                size: m.region.size,
+            });
+        }
+    }
     let frames = FrameAllocator::new(&machine.memory, &reserved);
     let stats = frames.stats();
     let (heap_used, heap_total) = heap::usage();
@@ -138,7 +205,45 @@ pub fn boot_cpu(dtb_pa: u64) -> Booted {
         machine,
         frames,
         dtb,
+        domains,
     }
+}
+
+/// The domains described under `/chosen`, each checked against RAM, the hypervisor's
+/// reservations and the other domains' modules; a domain whose layout is refused is reported
+/// with the reason and left out, the others carry on.
+fn guest_domains(
+    blob: &'static [u8],
+    machine: &Machine<'_>,
+    reserved: &[Region],
+) -> Vec<DomainConfig<'static>> {
+    let Ok(fdt) = fdt::Fdt::new(blob) else {
+        return Vec::new();
+    };
+    let all = match domain::parse_domains(&fdt) {
+        Ok(d) => d,
+        Err(DomainError::NoDomains | DomainError::NoChosen) => return Vec::new(),
+        Err(e) => {
+            log::error!("guest domains refused: {e}");
+            return Vec::new();
+        }
+    };
+    let gl = |r: &Region| domain::Region {
+        base: r.base.raw(),
+        size: r.size,
+    };
+    let ram: Vec<domain::Region> = machine.memory.iter().map(gl).collect();
+    let reserved: Vec<domain::Region> = reserved.iter().map(gl).collect();
+    let mut kept: Vec<DomainConfig<'static>> = Vec::new();
+    for d in all {
+        let mut with = kept.clone();
+        with.push(d.clone());
+        match domain::check_layout(&with, &ram, &reserved) {
+            Ok(()) => kept.push(d),
+            Err(e) => log::error!("domain {}: refused: {e}", d.name),
+        }
+    }
+    kept
 }
 
 fn log_machine(m: &Machine<'_>, dtb: Region) {

@@ -1,7 +1,8 @@
 //! EL2 exception vectors and the report of an unexpected exception.
 //!
-//! No guest runs yet, so every exception taken to EL2 is unexpected: the handler prints the
-//! decoded syndrome and the registers, then stops the machine with a non-zero exit status.
+//! Exceptions from a lower EL (AArch64) are guest exits and go to `guest_exit` (vcpu.rs). Every
+//! other exception taken to EL2 is unexpected: the handler prints the decoded syndrome and the
+//! registers, then stops the machine with a non-zero exit status.
 //! Normal code runs on SP_EL0, so the vectors used are "current EL with SP0"; exceptions always
 //! switch to SP_EL2 (the per-CPU exception stack), so a normal stack overflowing into its guard
 //! page is still reported.
@@ -37,6 +38,15 @@ core::arch::global_asm!(
     b       el2_trap_common
     .endm
 
+    /* A guest exit: keep the guest's x0/x1 below the vCPU context pointer that
+       `guest_enter` left at the top of SP_EL2, pass the vector kind, save the rest there. */
+    .macro  GUEST_VENTRY kind
+    .balign 0x80
+    stp     x0, x1, [sp, #-16]!
+    mov     x1, #\kind
+    b       guest_exit
+    .endm
+
     .section .text.vectors, "ax"
     .balign 2048
     .global el2_vectors
@@ -49,10 +59,10 @@ el2_vectors:
     VENTRY 5
     VENTRY 6
     VENTRY 7
-    VENTRY 8
-    VENTRY 9
-    VENTRY 10
-    VENTRY 11
+    GUEST_VENTRY 0
+    GUEST_VENTRY 1
+    GUEST_VENTRY 2
+    GUEST_VENTRY 3
     VENTRY 12
     VENTRY 13
     VENTRY 14

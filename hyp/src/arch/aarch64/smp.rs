@@ -4,7 +4,6 @@
 //! does not come online within `ONLINE_TIMEOUT_MS` is reported by name and bring-up carries on
 //! without it (the run still ends cleanly; the missing "all N CPUs online" line tells).
 
-use super::fatal;
 use super::head::{MMU_CONFIG, MmuConfig, secondary_entry};
 use super::layout::MAX_CPUS;
 use super::percpu::{self, PerCpu};
@@ -115,9 +114,6 @@ extern "C" fn secondary_main(index: u64) -> ! {
     let cpu = percpu::init_this_cpu(index as usize);
     el2::init_this_cpu();
     announce(cpu);
-    // No guest yet: sleep until the machine stops.
-    while !fatal::stopping() {
-        sysreg::wfe();
-    }
-    fatal::park()
+    // Wait for a vCPU to run (or for the machine to stop).
+    super::guest::pcpu_main(cpu.index)
 }

@@ -1,0 +1,799 @@
+//! Guests on the hardware: VM creation from the boot DTB's dom0less domains, the per-pCPU run
+//! loop and the exit handlers that apply the portable decisions of `vm` and `mm`.
+//!
+//! Pinning: the domains' vCPUs are laid out on pCPUs in order (the first domain's vCPU i on
+//! pCPU i, the next domain's after those); a domain that does not fit in the pCPUs left is
+//! refused. Every pCPU runs [`pcpu_main`]: it sleeps in WFE until its vCPU has a start request
+//! (the boot vCPU at creation, the others by PSCI CPU_ON, which sends SEV), runs it until
+//! CPU_OFF or the VM stops, and waits again. When the last VM powers off, the machine does.
+//!
+//! Memory: one contiguous pool of frames from the boot frame allocator is handed to the
+//! ownership layer (`mm::ownership::FrameTable`); each VM's RAM is a region of its guest map at
+//! IPA 0x4000_0000. Kernel, initrd and DTB pages are copied into frames donated at creation;
+//! every other page is populated on first touch by the memory core's fault path, a whole 2 MiB
+//! block at once (a donated aligned run, mapped as a block) when the block is untouched and a
+//! run is free, else one zeroed page.
+//!
+//! Hook points for interrupts (helper h): [`vgic_flush`] before each entry, [`vgic_sync`] after
+//! each exit, [`irq_exit`] for physical IRQs taken while a guest ran, [`wait_for_interrupt`]
+//! for a trapped WFI, [`send_sgi`] for trapped ICC_SGI1R_EL1 writes.
+
+use super::fatal;
+use super::stage2::{self, HwFrameData, HwPhysMem, HwTlb};
+use super::sysreg::{clean_dcache_range, counter, read_sysreg, sev, wfe, write_sysreg};
+use super::vcpu::{self, El1State, GuestConfig, GuestRegs};
+use super::{console, layout::MAX_CPUS};
+use crate::frames::FrameAllocator;
+use crate::mm::addr::{Ipa, PAGE_SIZE, Pfn};
+use crate::mm::fault::{Access, FaultOutcome};
+use crate::mm::ownership::{FrameTable, GuestPage, VmId};
+use crate::mm::stage2::config::{Stage2Config, Vmid};
+use crate::vdev::mmio::{DataAbort, MmioDevice};
+use crate::vdev::pl011::{Pl011, SerialOut};
+use crate::vdev::vgic::{DEFAULT_SPIS, Vgic};
+use crate::vdev::{DeviceKind, DeviceMap};
+use crate::vm::console::LineBuffer;
+use crate::vm::exit::{self, Counter, ExitKind, ExitReason, SysReg};
+use crate::vm::inject::{self, Injection};
+use crate::vm::power::{StartRequest, VmPower};
+use crate::vm::psci::{self, PsciAction, PsciError};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use guest_loader::domain::DomainConfig;
+use guest_loader::guest_dtb::{self, GuestDtbConfig, virt};
+use guest_loader::image::ImageHeader;
+use guest_loader::layout;
+use spin::{Mutex, Once};
+
+/// Pages in a 2 MiB block.
+const BLOCK_PAGES: u64 = 512;
+/// PSTATE at a vCPU's first instruction: EL1h, D/A/I/F masked (booting.rst).
+const START_PSTATE: u64 = 0x3c5;
+
+/// What the virtual PL011 transmits: whole lines to the console, prefixed with the VM's name.
+struct GuestConsole {
+    name: &'static str,
+    line: LineBuffer,
+}
+
+fn print_guest_line(name: &str, line: &[u8]) {
+    let text = core::str::from_utf8(line).unwrap_or("<line is not UTF-8>");
+    console::print_line(format_args!("{name}| {text}"));
+}
+
+impl SerialOut for GuestConsole {
+    fn write_byte(&mut self, byte: u8) {
+        let name = self.name;
+        self.line.push(byte, |l| print_guest_line(name, l));
+    }
+}
+
+struct Devices {
+    uart: Option<Pl011<GuestConsole>>,
+    vgic: Vgic,
+}
+
+/// One VM.
+pub struct Guest {
+    name: &'static str,
+    mem: crate::mm::vm::Vm<HwPhysMem, HwTlb>,
+    power: VmPower,
+    stats: exit::ExitStats,
+    devices: Mutex<Devices>,
+    map: DeviceMap,
+    /// pCPU of vCPU 0.
+    first_pcpu: usize,
+    hw: GuestConfig,
+    ram: (u64, u64),
+    running: AtomicBool,
+    /// "Logged once" flags: unhandled abort, unknown exit, SError.
+    logged: [AtomicBool; 3],
+}
+
+static FRAMES: Once<Mutex<FrameTable>> = Once::new();
+static GUESTS: Once<Vec<&'static Guest>> = Once::new();
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+fn frames() -> &'static Mutex<FrameTable> {
+    FRAMES.get().expect("frame pool set up before any guest")
+}
+
+/// A boot module's bytes in host memory.
+fn module_bytes(m: &guest_loader::domain::Module<'_>) -> &'static [u8] {
+    // SAFETY: `check_layout` put the module inside RAM, the boot code kept it out of the frame
+    // allocator (so nothing else writes it) and the EL2 map covers all of RAM.
+    unsafe { core::slice::from_raw_parts(m.region.base as *const u8, m.region.size as usize) }
+}
+
+/// Creates a VM for each domain that is valid and fits, logging why others are refused.
+/// Returns how many were created.
+pub fn create_all(
+    domains: &[DomainConfig<'static>],
+    alloc: &mut FrameAllocator,
+    pcpus: usize,
+) -> usize {
+    let config = match stage2::config() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("no guest can run: {e}");
+            return 0;
+        }
+    };
+    // The pool: all guest RAM, plus tables (one per 2 MiB mapped, one per GiB, the root and
+    // the per-VM cache).
+    let ram_pages: u64 = domains.iter().map(|d| d.memory / PAGE_SIZE).sum();
+    let pool = ram_pages + ram_pages / BLOCK_PAGES + domains.len() as u64 * 256 + 64;
+    let Some(base) = alloc.alloc_contiguous(pool, BLOCK_PAGES) else {
+        log::error!(
+            "no guest can run: {} MiB of guest memory asked for, not that much contiguous RAM is free",
+            (pool * PAGE_SIZE) >> 20
+        );
+        return 0;
+    };
+    // SAFETY: the frame allocator just gave these frames to us alone; they are RAM mapped at
+    // EL2. The ownership layer requires free frames to be zero.
+    unsafe { core::ptr::write_bytes(base.raw() as *mut u8, 0, (pool * PAGE_SIZE) as usize) };
+    clean_dcache_range(base.raw(), pool * PAGE_SIZE);
+    FRAMES.call_once(|| Mutex::new(FrameTable::new(Pfn::containing(base), pool)));
+    log::info!(
+        "guest memory pool: {} frames at {} ({} MiB), stage 2: {}-bit IPA, {}-bit VMIDs",
+        pool,
+        base,
+        (pool * PAGE_SIZE) >> 20,
+        config.ipa_bits(),
+        config.vmid_bits()
+    );
+
+    let mut guests = Vec::new();
+    let mut next_pcpu = 0usize;
+    for d in domains {
+        let id = guests.len() + 1;
+        if d.cpus as usize > pcpus - next_pcpu.min(pcpus) {
+            log::error!(
+                "domain {}: refused: it asks for {} vCPUs but only {} physical CPUs are left (one vCPU per pCPU)",
+                d.name,
+                d.cpus,
+                pcpus - next_pcpu.min(pcpus)
+            );
+            continue;
+        }
+        if id > stage2::MAX_VMS || id > usize::from(config.max_vmid()) {
+            log::error!(
+                "domain {}: refused: at most {} VMs",
+                d.name,
+                stage2::MAX_VMS
+            );
+            continue;
+        }
+        match create(d, id, next_pcpu, config) {
+            Ok(g) => {
+                next_pcpu += d.cpus as usize;
+                guests.push(&*Box::leak(Box::new(g)));
+            }
+            Err(e) => log::error!("domain {}: refused: {e}", d.name),
+        }
+    }
+    let n = guests.len();
+    RUNNING.store(n, Ordering::Release);
+    for g in &guests {
+        g.running.store(true, Ordering::Release);
+    }
+    GUESTS.call_once(|| guests);
+    sev();
+    n
+}
+
+/// Why a domain could not be created.
+#[derive(Debug)]
+enum CreateError {
+    Image(guest_loader::image::ImageError),
+    Place(layout::PlaceError),
+    Dtb(guest_dtb::GuestDtbError),
+    Memory(crate::mm::vm::MmuError),
+    Ownership(crate::mm::ownership::OwnershipError),
+}
+
+impl core::fmt::Display for CreateError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Image(e) => write!(f, "kernel image: {e}"),
+            Self::Place(e) => write!(f, "{e}"),
+            Self::Dtb(e) => write!(f, "guest device tree: {e:?}"),
+            Self::Memory(e) => write!(f, "{e}"),
+            Self::Ownership(e) => write!(f, "populating guest memory: {e}"),
+        }
+    }
+}
+
+fn create(
+    d: &DomainConfig<'static>,
+    id: usize,
+    first_pcpu: usize,
+    config: Stage2Config,
+) -> Result<Guest, CreateError> {
+    let kernel = module_bytes(&d.kernel);
+    let header = ImageHeader::parse(kernel).map_err(CreateError::Image)?;
+    let initrd = d.ramdisk.as_ref().map(module_bytes);
+    let ram = (virt::RAM_BASE, d.memory);
+    let place = layout::place(ram.0, ram.1, &header, initrd.map(|i| i.len() as u64), 0)
+        .map_err(CreateError::Place)?;
+    let dtb = guest_dtb::build(&GuestDtbConfig {
+        ram_base: ram.0,
+        ram_size: ram.1,
+        cpus: d.cpus,
+        bootargs: d.bootargs.unwrap_or(""),
+        initrd: place.initrd,
+        uart: d.vpl011,
+    })
+    .map_err(CreateError::Dtb)?;
+    let vm_id = VmId::new(id as u16).expect("at most MAX_VMS VMs");
+    let mem = crate::mm::vm::Vm::new(
+        vm_id,
+        &[(Ipa::new(ram.0), ram.1)],
+        config,
+        Vmid::new(id as u16),
+        HwPhysMem,
+        HwTlb,
+        &mut frames().lock(),
+        &mut HwFrameData,
+    )
+    .map_err(CreateError::Memory)?;
+    let mut images: Vec<(u64, &[u8])> = Vec::new();
+    images.push((place.kernel, kernel));
+    if let (Some((at, _)), Some(bytes)) = (place.initrd, initrd) {
+        images.push((at, bytes));
+    }
+    images.push((place.dtb, &dtb));
+    for (at, bytes) in images {
+        populate(&mem, at, bytes)?;
+    }
+    // SAFETY: invalidating the instruction caches only drops cached instructions; the guest
+    // must fetch the code just copied, not stale lines.
+    unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
+    stage2::register_vttbr(mem.vttbr());
+    let power = VmPower::new((0..d.cpus).map(guest_dtb::vcpu_mpidr), ram.0, ram.1);
+    power.request_start(
+        0,
+        StartRequest {
+            entry: place.kernel,
+            context: place.dtb,
+        },
+    );
+    let hw = GuestConfig {
+        hcr: vcpu::guest_hcr(config.attr_encoding().fwb),
+        vtcr: config.vtcr(),
+        vttbr: mem.vttbr(),
+        vmpidr: 0,
+        cntvoff: counter(),
+    };
+    let vgic = Vgic::new(d.cpus as usize, DEFAULT_SPIS)
+        .map_err(|_| CreateError::Dtb(guest_dtb::GuestDtbError::TooManyCpus { cpus: d.cpus }))?;
+    log::info!(
+        "domain {} = VM {id} (VMID {id}): {} MiB at IPA {:#x}, {} vCPU(s) on pCPU {}..{}, kernel at {:#x}, DTB at {:#x}{}, console {}",
+        d.name,
+        ram.1 >> 20,
+        ram.0,
+        d.cpus,
+        first_pcpu,
+        first_pcpu + d.cpus as usize - 1,
+        place.kernel,
+        place.dtb,
+        place
+            .initrd
+            .map_or(alloc::string::String::new(), |(a, l)| alloc::format!(
+                ", initrd {a:#x}+{l:#x}"
+            )),
+        if d.vpl011 { "vpl011" } else { "none" }
+    );
+    Ok(Guest {
+        name: d.name,
+        mem,
+        power,
+        stats: exit::ExitStats::new(),
+        devices: Mutex::new(Devices {
+            uart: d.vpl011.then(|| {
+                Pl011::new(GuestConsole {
+                    name: d.name,
+                    line: LineBuffer::new(),
+                })
+            }),
+            vgic,
+        }),
+        map: DeviceMap::qemu_virt(d.cpus as usize),
+        first_pcpu,
+        hw,
+        ram,
+        running: AtomicBool::new(false),
+        logged: [const { AtomicBool::new(false) }; 3],
+    })
+}
+
+/// Copies `bytes` to guest RAM at `at`, page by page, into frames donated to the VM.
+fn populate(
+    mem: &crate::mm::vm::Vm<HwPhysMem, HwTlb>,
+    at: u64,
+    bytes: &[u8],
+) -> Result<(), CreateError> {
+    let first = at & !(PAGE_SIZE - 1);
+    let end = at + bytes.len() as u64;
+    let mut page = first;
+    while page < end {
+        let pa = match mem.backing(Ipa::new(page)) {
+            GuestPage::Owned(pfn) => pfn.base(),
+            _ => {
+                let pfn = frames()
+                    .lock()
+                    .hyp_alloc()
+                    .map_err(CreateError::Ownership)?;
+                mem.donate(frames(), pfn.base(), Ipa::new(page), PAGE_SIZE)
+                    .map_err(CreateError::Ownership)?;
+                pfn.base()
+            }
+        };
+        let from = page.max(at);
+        let to = (page + PAGE_SIZE).min(end);
+        let src = &bytes[(from - at) as usize..(to - at) as usize];
+        let dst = pa.raw() + (from - page);
+        // SAFETY: `pa` is a RAM frame this VM owns and no vCPU runs yet; the copy stays
+        // inside it (`from..to` lies in one page).
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
+        clean_dcache_range(dst, src.len() as u64);
+        page += PAGE_SIZE;
+    }
+    Ok(())
+}
+
+/// Which guest and vCPU pCPU `cpu` runs.
+fn assignment(cpu: usize) -> Option<(&'static Guest, usize)> {
+    GUESTS.get()?.iter().find_map(|g| {
+        let v = cpu.checked_sub(g.first_pcpu)?;
+        (v < g.power.vcpus()).then_some((*g, v))
+    })
+}
+
+/// Every pCPU's life once bring-up is done: wait for the guests, run the vCPU pinned here
+/// whenever it has a start request, sleep otherwise. Returns when guests were never created
+/// (the caller decides what to do) only on the boot CPU's path; secondaries never return.
+pub fn pcpu_main(cpu: usize) -> ! {
+    debug_assert!(cpu < MAX_CPUS);
+    loop {
+        if fatal::stopping() {
+            fatal::park();
+        }
+        if let Some((g, v)) = assignment(cpu)
+            && g.running.load(Ordering::Acquire)
+            && let Some(req) = g.power.take_start(v)
+        {
+            run_vcpu(g, v, req);
+            continue;
+        }
+        wfe();
+    }
+}
+
+/// What the exit handler wants next.
+enum Next {
+    Resume,
+    /// CPU_OFF: this vCPU stops; the pCPU waits for the next CPU_ON.
+    StopVcpu,
+    /// SYSTEM_OFF / SYSTEM_RESET / a fatal VM error: the whole VM stops.
+    StopVm,
+}
+
+fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
+    let mut regs = GuestRegs::default();
+    regs.x[0] = req.context;
+    regs.pc = req.entry;
+    regs.pstate = START_PSTATE;
+    let hw = GuestConfig {
+        vmpidr: guest_dtb::vcpu_mpidr(v as u32),
+        ..g.hw
+    };
+    // SAFETY: this pCPU runs only this vCPU; the VTTBR is the VM's own root and VMID.
+    unsafe {
+        vcpu::configure(&hw);
+        El1State::reset().load();
+    }
+    log::debug!("{}: vCPU {v} starts at {:#x}", g.name, req.entry);
+    loop {
+        if !g.running.load(Ordering::Acquire) {
+            g.power.set_off(v);
+            return;
+        }
+        vgic_flush(g, v);
+        // SAFETY: configured above for this VM; PC/PSTATE are an EL1 state set by us or the
+        // guest itself.
+        let kind = unsafe { vcpu::run(&mut regs) };
+        let (esr, far, hpfar) = vcpu::exit_syndrome();
+        vgic_sync(g, v);
+        let kind = ExitKind::from_raw(kind).expect("the vectors pass 0..=3");
+        match handle_exit(g, v, &mut regs, exit::decode(kind, esr), far, hpfar) {
+            Next::Resume => {}
+            Next::StopVcpu => {
+                g.power.set_off(v);
+                return;
+            }
+            Next::StopVm => {
+                g.power.set_off(v);
+                vm_stopped(g);
+                return;
+            }
+        }
+    }
+}
+
+/// A VM has stopped: report it; power the machine off when it was the last.
+fn vm_stopped(g: &Guest) {
+    if !g.running.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    if let Some(u) = g.devices.lock().uart.as_mut() {
+        let name = g.name;
+        u.output().line.flush(|l| print_guest_line(name, l));
+    }
+    log::info!(
+        "{}: powered off; exits: {} ({} total), {} stage-2 table pages",
+        g.name,
+        g.stats,
+        g.stats.total(),
+        g.mem.table_pages()
+    );
+    sev();
+    if RUNNING.fetch_sub(1, Ordering::AcqRel) == 1 {
+        log::info!("no guest left running: powering off");
+        fatal::power_off();
+    }
+}
+
+/// Hook (helper h): load this vCPU's pending virtual interrupts into the list registers.
+fn vgic_flush(_g: &Guest, _v: usize) {}
+
+/// Hook (helper h): read the list registers back into the vGIC model after an exit.
+fn vgic_sync(_g: &Guest, _v: usize) {}
+
+/// Hook (helper h): a physical IRQ arrived while the guest ran (HCR_EL2.IMO). No interrupt
+/// is enabled at the physical GIC yet, so none is expected.
+fn irq_exit(g: &Guest, _v: usize) {
+    g.stats.count(Counter::Irq);
+}
+
+/// Hook (helper h): a trapped WFI. Should sleep until an interrupt is pending for this vCPU;
+/// until interrupts are delivered there is nothing to wait for, so it returns at once (WFI
+/// may complete spuriously, the guest re-checks its condition).
+fn wait_for_interrupt(_g: &Guest, _v: usize) {}
+
+/// Hook (helper h): the guest wrote ICC_SGI1R_EL1 (`value`): send the SGI through the vGIC
+/// and kick the target vCPUs.
+fn send_sgi(g: &Guest, v: usize, value: u64) {
+    let _ = g.devices.lock().vgic.send_sgi(v, value);
+}
+
+fn handle_exit(
+    g: &Guest,
+    v: usize,
+    regs: &mut GuestRegs,
+    reason: ExitReason,
+    far: u64,
+    hpfar: u64,
+) -> Next {
+    match reason {
+        ExitReason::Hvc { .. } => {
+            g.stats.count(Counter::Hvc);
+            psci_call(g, regs)
+        }
+        ExitReason::Smc { .. } => {
+            g.stats.count(Counter::Smc);
+            regs.pc += 4;
+            psci_call(g, regs)
+        }
+        ExitReason::Wfi => {
+            g.stats.count(Counter::Wfi);
+            wait_for_interrupt(g, v);
+            regs.pc += 4;
+            Next::Resume
+        }
+        ExitReason::Wfe => {
+            g.stats.count(Counter::Wfe);
+            regs.pc += 4;
+            Next::Resume
+        }
+        ExitReason::SysReg(a) => {
+            g.stats.count(Counter::SysReg);
+            if a.reg == SysReg::ICC_SGI1R_EL1 && !a.read {
+                send_sgi(g, v, regs.get(a.rt));
+                regs.pc += 4;
+            } else {
+                log_once(
+                    g,
+                    1,
+                    format_args!(
+                        "{}: vCPU {v}: {} of {} at {:#x} is not emulated: UNDEFINED injected",
+                        g.name,
+                        if a.read { "MRS" } else { "MSR" },
+                        a.reg,
+                        regs.pc
+                    ),
+                );
+                inject(g, regs, Injection::Undefined);
+            }
+            Next::Resume
+        }
+        ExitReason::Abort(a) => abort(g, v, regs, a, far, hpfar),
+        ExitReason::Irq => {
+            irq_exit(g, v);
+            Next::Resume
+        }
+        ExitReason::Fiq => {
+            g.stats.count(Counter::Fiq);
+            Next::Resume
+        }
+        ExitReason::SError { esr } => {
+            g.stats.count(Counter::SError);
+            log_once(
+                g,
+                2,
+                format_args!(
+                    "{}: vCPU {v}: SError (ESR {esr:#x}) while the guest ran; ignored",
+                    g.name
+                ),
+            );
+            Next::Resume
+        }
+        ExitReason::Other { ec } => {
+            log_once(
+                g,
+                1,
+                format_args!(
+                    "{}: vCPU {v}: exception class {ec:#x} ({}) at {:#x}: UNDEFINED injected",
+                    g.name,
+                    crate::esr::ec_name(ec),
+                    regs.pc
+                ),
+            );
+            inject(g, regs, Injection::Undefined);
+            Next::Resume
+        }
+    }
+}
+
+fn log_once(g: &Guest, which: usize, args: core::fmt::Arguments<'_>) {
+    if !g.logged[which].swap(true, Ordering::Relaxed) {
+        log::warn!("{args} (logged once per VM)");
+    }
+}
+
+fn psci_call(g: &Guest, regs: &mut GuestRegs) -> Next {
+    let out = psci::handle(&g.power, [regs.x[0], regs.x[1], regs.x[2], regs.x[3]]);
+    regs.x[0] = out.x0;
+    match out.action {
+        PsciAction::None => Next::Resume,
+        PsciAction::StartVcpu {
+            vcpu,
+            entry,
+            context,
+        } => {
+            if g.power.request_start(vcpu, StartRequest { entry, context }) {
+                sev();
+            } else {
+                regs.x[0] = PsciError::AlreadyOn.to_x0();
+            }
+            Next::Resume
+        }
+        PsciAction::StopSelf => Next::StopVcpu,
+        PsciAction::SystemOff => {
+            log::info!("{}: PSCI SYSTEM_OFF", g.name);
+            Next::StopVm
+        }
+        PsciAction::SystemReset => {
+            log::warn!(
+                "{}: PSCI SYSTEM_RESET: restarting a VM is not implemented yet; powering it off",
+                g.name
+            );
+            Next::StopVm
+        }
+    }
+}
+
+fn in_ram(g: &Guest, ipa: u64) -> bool {
+    ipa >= g.ram.0 && ipa - g.ram.0 < g.ram.1
+}
+
+fn abort(g: &Guest, v: usize, regs: &mut GuestRegs, a: exit::Abort, far: u64, hpfar: u64) -> Next {
+    let ipa = exit::fault_ipa(hpfar, far);
+    if a.is_stage2_fault() && in_ram(g, ipa) {
+        let access = if a.write { Access::Write } else { Access::Read };
+        prefer_block(g, ipa);
+        return match g
+            .mem
+            .handle_fault(frames(), &mut HwFrameData, Ipa::new(ipa), access)
+        {
+            Ok(FaultOutcome::Mapped { .. }) => {
+                g.stats.count(Counter::Stage2Mapped);
+                Next::Resume
+            }
+            Ok(FaultOutcome::Retry) => {
+                g.stats.count(Counter::Stage2Retry);
+                Next::Resume
+            }
+            Ok(other) => {
+                unhandled_abort(g, v, regs, a, far, ipa, format_args!("{other:?}"));
+                Next::Resume
+            }
+            Err(e) => {
+                log::error!("{}: vCPU {v}: {e}; stopping the VM", g.name);
+                Next::StopVm
+            }
+        };
+    }
+    if a.data
+        && a.is_stage2_fault()
+        && let Some((kind, offset)) = g.map.lookup(Ipa::new(ipa))
+    {
+        return mmio(g, v, regs, a, far, ipa, kind, offset);
+    }
+    unhandled_abort(
+        g,
+        v,
+        regs,
+        a,
+        far,
+        ipa,
+        format_args!("nothing is mapped there"),
+    );
+    Next::Resume
+}
+
+/// On a first touch of an untouched 2 MiB block of guest RAM, donates a whole aligned run so
+/// the fault path can map it with one block entry. Best effort: without a free run, the fault
+/// path populates the single page.
+fn prefer_block(g: &Guest, ipa: u64) {
+    let block = ipa & !(BLOCK_PAGES * PAGE_SIZE - 1);
+    if !in_ram(g, block) || !in_ram(g, block + BLOCK_PAGES * PAGE_SIZE - 1) {
+        return;
+    }
+    if (0..BLOCK_PAGES).any(|i| g.mem.backing(Ipa::new(block + i * PAGE_SIZE)) != GuestPage::NoPage)
+    {
+        return;
+    }
+    let Ok(run) = frames().lock().hyp_alloc_run(BLOCK_PAGES) else {
+        return;
+    };
+    if g.mem
+        .donate(
+            frames(),
+            run.base(),
+            Ipa::new(block),
+            BLOCK_PAGES * PAGE_SIZE,
+        )
+        .is_err()
+    {
+        // Another vCPU populated a page meanwhile: give the run back.
+        let mut f = frames().lock();
+        for i in 0..BLOCK_PAGES {
+            let _ = f.hyp_free(Pfn::new(run.raw() + i), &mut HwFrameData);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mmio(
+    g: &Guest,
+    v: usize,
+    regs: &mut GuestRegs,
+    a: exit::Abort,
+    far: u64,
+    ipa: u64,
+    kind: DeviceKind,
+    offset: u64,
+) -> Next {
+    let esr = read_sysreg!("esr_el2");
+    let d = match DataAbort::decode(esr) {
+        Ok(d) => d,
+        Err(e) => {
+            log::warn!(
+                "{}: vCPU {v}: access to emulated device at IPA {ipa:#x} (PC {:#x}): {e}; abort injected",
+                g.name,
+                regs.pc
+            );
+            g.stats.count(Counter::AbortInjected);
+            inject(
+                g,
+                regs,
+                Injection::DataAbort {
+                    far,
+                    write: a.write,
+                },
+            );
+            return Next::Resume;
+        }
+    };
+    let access = d.access(offset, regs.get(d.reg.index()));
+    let result = {
+        let mut dev = g.devices.lock();
+        match kind {
+            DeviceKind::Uart => dev.uart.as_mut().map(|u| u.access(v, access)),
+            DeviceKind::GicDistributor => Some(dev.vgic.distributor().access(v, access)),
+            DeviceKind::GicRedistributors => Some(dev.vgic.redistributors().access(v, access)),
+        }
+    };
+    match result {
+        Some(Ok(value)) => {
+            g.stats.count(Counter::Mmio);
+            if let Some(r) = d.load_result(value) {
+                regs.set(d.reg.index(), r);
+            }
+            regs.pc += 4;
+        }
+        Some(Err(e)) => {
+            unhandled_abort(g, v, regs, a, far, ipa, format_args!("{e}"));
+        }
+        None => {
+            unhandled_abort(
+                g,
+                v,
+                regs,
+                a,
+                far,
+                ipa,
+                format_args!("the VM has no such device"),
+            );
+        }
+    }
+    Next::Resume
+}
+
+fn unhandled_abort(
+    g: &Guest,
+    v: usize,
+    regs: &mut GuestRegs,
+    a: exit::Abort,
+    far: u64,
+    ipa: u64,
+    why: core::fmt::Arguments<'_>,
+) {
+    g.stats.count(Counter::AbortInjected);
+    log_once(
+        g,
+        0,
+        format_args!(
+            "{}: vCPU {v}: {} at VA {far:#x} (IPA {ipa:#x}, PC {:#x}): {why}; external abort injected",
+            g.name,
+            if a.data {
+                if a.write { "write" } else { "read" }
+            } else {
+                "instruction fetch"
+            },
+            regs.pc
+        ),
+    );
+    let what = if a.data {
+        Injection::DataAbort {
+            far,
+            write: a.write,
+        }
+    } else {
+        Injection::InstructionAbort { far }
+    };
+    inject(g, regs, what);
+}
+
+/// Makes the vCPU take `what` at EL1 on its next entry.
+fn inject(g: &Guest, regs: &mut GuestRegs, what: Injection) {
+    if what == Injection::Undefined {
+        g.stats.count(Counter::UndefInjected);
+    }
+    let e = inject::take(what, regs.pc, regs.pstate, read_sysreg!("vbar_el1"));
+    // SAFETY: the EL1 registers are the pinned vCPU's (live in hardware); this is the state
+    // the architecture's exception entry would leave in them.
+    unsafe {
+        write_sysreg!("esr_el1", e.esr);
+        if let Some(far) = e.far {
+            write_sysreg!("far_el1", far);
+        }
+        write_sysreg!("elr_el1", e.elr);
+        write_sysreg!("spsr_el1", e.spsr);
+    }
+    regs.pc = e.pc;
+    regs.pstate = e.pstate;
+}
