@@ -43,12 +43,23 @@ impl<M: PhysMem, T: Tlb, A: TableAlloc + ?Sized> Visitor<M> for UnmapVisitor<'_,
                 };
                 // A covered table now holds only `target`; a partly covered one may too.
                 let child = ctx.level.next().expect("tables sit above level 3");
-                let uniform = ctx.covered() || {
-                    let first = ctx.mem.read_pte(t, 0);
-                    !first.is_table(child)
-                        && !first.is_valid()
-                        && (1..ENTRIES_PER_TABLE).all(|i| ctx.mem.read_pte(t, i) == first)
-                };
+                // Children fully inside the range hold `target` already: only the others need
+                // reading.
+                let csize = child.entry_size();
+                let lo = (ctx.start.max(ctx.ipa) - ctx.ipa).div_ceil(csize) as usize;
+                let hi = ((ctx.end.min(ctx.ipa + ctx.size()) - ctx.ipa) / csize) as usize;
+                let uniform = ctx.covered()
+                    || if lo < hi {
+                        let mem = &*ctx.mem;
+                        (0..lo)
+                            .chain(hi..ENTRIES_PER_TABLE)
+                            .all(|i| mem.read_pte(t, i) == target)
+                    } else {
+                        let first = ctx.mem.read_pte(t, 0);
+                        !first.is_table(child)
+                            && !first.is_valid()
+                            && (1..ENTRIES_PER_TABLE).all(|i| ctx.mem.read_pte(t, i) == first)
+                    };
                 if uniform {
                     let value = ctx.mem.read_pte(t, 0);
                     debug_assert!(!value.is_valid());
