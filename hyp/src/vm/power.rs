@@ -15,6 +15,9 @@ use super::psci::{MPIDR_AFF_MASK, PowerState, PsciVm};
 const OFF: u8 = 0;
 const ON_PENDING: u8 = 1;
 const ON: u8 = 2;
+/// Claimed by a CPU_ON that is still writing the entry point: reported as OnPending, not yet
+/// visible to the target's pCPU.
+const CLAIMED: u8 = 3;
 
 /// Where a vCPU starts (CPU_ON or the boot vCPU).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,16 +67,15 @@ impl VmPower {
             return false;
         };
         if v.state
-            .compare_exchange(OFF, ON_PENDING, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(OFF, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             return false;
         }
         v.entry.store(req.entry, Ordering::Relaxed);
         v.context.store(req.context, Ordering::Relaxed);
-        // Publish the request: the pinned pCPU polls for OnPending after its WFE, and the
-        // entry/context stores above must be visible before it sees the state change. A
-        // second store of the same value gives the Release ordering the CAS could not.
+        // Publish the request: the pinned pCPU only takes OnPending, which this Release store
+        // makes visible after the entry/context stores above.
         v.state.store(ON_PENDING, Ordering::Release);
         true
     }
@@ -111,7 +113,7 @@ impl PsciVm for VmPower {
     fn power_state(&self, vcpu: usize) -> PowerState {
         match self.vcpus[vcpu].state.load(Ordering::Acquire) {
             OFF => PowerState::Off,
-            ON_PENDING => PowerState::OnPending,
+            ON_PENDING | CLAIMED => PowerState::OnPending,
             _ => PowerState::On,
         }
     }
@@ -186,6 +188,28 @@ mod tests {
         assert_eq!(out.x0, PsciError::AlreadyOn.to_x0());
         let out = handle(&p, [u64::from(id::CPU_ON_64), 1, 0x1000, 42]);
         assert_eq!(out.x0, PsciError::InvalidAddress.to_x0());
+    }
+
+    #[test]
+    fn a_taken_request_always_carries_its_entry() {
+        // The target polls while the caller publishes: it must never see the state change
+        // before the entry point (the bug: vCPU 1 started at 0).
+        for _ in 0..200 {
+            let p = vm();
+            let seen = std::thread::scope(|s| {
+                let poll = s.spawn(|| {
+                    loop {
+                        if let Some(r) = p.take_start(2) {
+                            break r;
+                        }
+                        std::hint::spin_loop();
+                    }
+                });
+                assert!(p.request_start(2, REQ));
+                poll.join().unwrap()
+            });
+            assert_eq!(seen, REQ);
+        }
     }
 
     #[test]
