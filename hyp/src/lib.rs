@@ -7,6 +7,7 @@ extern crate alloc;
 pub mod esr;
 pub mod frames;
 pub mod idmap;
+pub mod irq_table;
 pub mod log;
 pub mod mm;
 pub mod platform;
