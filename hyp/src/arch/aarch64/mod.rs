@@ -8,6 +8,7 @@ pub mod fatal;
 pub mod guest;
 pub mod head;
 pub mod heap;
+pub mod ich;
 pub mod layout;
 pub mod mmu;
 pub mod percpu;
