@@ -28,6 +28,10 @@ mod el2 {
             let v = unsafe { core::ptr::read_volatile(guard as *const u64) };
             log::error!("read {v:#x} from a guard page: the fault did not happen");
         }
+        #[cfg(feature = "test-irq")]
+        if !hyp::arch::aarch64::irq::selftest(&booted.machine) {
+            fatal::stop_machine(ExitCode::Exception);
+        }
         if cfg!(feature = "test-panic") {
             panic!("test-panic build: deliberate panic after bring-up");
         }

@@ -9,6 +9,7 @@ pub mod gic;
 pub mod guest;
 pub mod head;
 pub mod heap;
+pub mod irq;
 pub mod ich;
 pub mod layout;
 pub mod mmu;
