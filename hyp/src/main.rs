@@ -36,7 +36,7 @@ mod el2 {
             panic!("test-panic build: deliberate panic after bring-up");
         }
         if !booted.domains.is_empty() {
-            if guest::create_all(&booted.domains, &mut booted.frames, online) > 0 {
+            if guest::create_all(&booted.domains, &mut booted.frames, online, &booted.machine) > 0 {
                 guest::pcpu_main(0);
             }
             log::error!("no domain could be created: powering off");

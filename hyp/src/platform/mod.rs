@@ -86,6 +86,9 @@ pub struct Machine<'a> {
     pub gic: Gic,
     /// The PL011 console (stdout-path's node, else the first PL011).
     pub uart: Region,
+    /// The console's interrupt (an SPI's INTID), when its node names one; console input
+    /// reaches guests only with it.
+    pub uart_intid: Option<u32>,
     pub timer: TimerIrqs,
     pub psci: PsciMethod,
 }
@@ -140,9 +143,24 @@ fn memory<'a>(
     }
 }
 
+/// The INTID of a node's first interrupt when it is an SPI in the GICv3 binding's three-cell
+/// form (type 0 = SPI, number, flags); `None` for anything else.
+fn spi_intid(node: &fdt::node::FdtNode<'_, '_>) -> Option<u32> {
+    let value = node.property("interrupts")?.value;
+    let cell = |k: usize| {
+        Some(u32::from_be_bytes(
+            value.get(k * 4..k * 4 + 4)?.try_into().ok()?,
+        ))
+    };
+    (value.len() >= 12 && cell(0)? == 0 && cell(1)? < 988).then(|| 32 + cell(1).unwrap_or(0))
+}
+
 /// The console: `/chosen/stdout-path` (a path or an alias, options after ':' ignored) if it is a
 /// PL011, else the first enabled `arm,pl011`.
-fn uart<'a>(fdt: &fdt::Fdt<'a>, stdout_path: Option<&'a str>) -> Result<Region, DtbError<'a>> {
+fn uart<'a>(
+    fdt: &fdt::Fdt<'a>,
+    stdout_path: Option<&'a str>,
+) -> Result<(Region, Option<u32>), DtbError<'a>> {
     let wanted = stdout_path
         .map(|p| p.split(':').next().unwrap_or(p))
         .map(|p| {
@@ -161,6 +179,7 @@ fn uart<'a>(fdt: &fdt::Fdt<'a>, stdout_path: Option<&'a str>) -> Result<Region, 
                 region.get_or_insert(r);
                 Ok(())
             })?;
+            let region = region.map(|r| (r, spi_intid(&v.node)));
             if wanted.is_some_and(|w| v.path_is(w)) {
                 stdout = region;
             }
@@ -467,7 +486,7 @@ impl Early {
             Ok(())
         })?;
         let stdout = walk_stdout(&fdt);
-        early.uart = uart(&fdt, stdout).ok();
+        early.uart = uart(&fdt, stdout).ok().map(|(r, _)| r);
         Ok(early)
     }
 }
@@ -497,7 +516,7 @@ impl<'a> Machine<'a> {
             Ok(())
         })?;
         let chosen = chosen(&fdt)?;
-        let uart = uart(&fdt, chosen.stdout_path)?;
+        let (uart, uart_intid) = uart(&fdt, chosen.stdout_path)?;
         let (gic, gic_cells) = gic(&fdt)?;
         Ok(Self {
             dtb_size: fdt.total_size() as u64,
@@ -508,6 +527,7 @@ impl<'a> Machine<'a> {
             psci: psci(&fdt)?,
             gic,
             uart,
+            uart_intid,
             chosen,
         })
     }

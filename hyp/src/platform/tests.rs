@@ -30,6 +30,8 @@ fn qemu_virt_dtb_is_fully_described() {
     assert_eq!(m.gic.distributor, region(0x0800_0000, 0x1_0000));
     assert_eq!(m.gic.redistributors, vec![region(0x080a_0000, 0xf6_0000)]);
     assert_eq!(m.uart, region(0x0900_0000, 0x1000));
+    // QEMU virt wires the PL011 to SPI 1.
+    assert_eq!(m.uart_intid, Some(33));
     assert_eq!(
         m.timer,
         TimerIrqs {

@@ -213,12 +213,14 @@ pub enum Counter {
     /// UNDEFINED injected (unknown exception class or trapped register).
     UndefInjected,
     Irq,
+    /// Virtual-timer interrupts forwarded (an event, not an exit of its own).
+    VtimerIrq,
     Fiq,
     SError,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 14] = [
         Counter::Hvc,
         Counter::Smc,
         Counter::Wfi,
@@ -230,6 +232,7 @@ impl Counter {
         Counter::AbortInjected,
         Counter::UndefInjected,
         Counter::Irq,
+        Counter::VtimerIrq,
         Counter::Fiq,
         Counter::SError,
     ];
@@ -247,6 +250,7 @@ impl Counter {
             Counter::AbortInjected => "abort-injected",
             Counter::UndefInjected => "undef-injected",
             Counter::Irq => "irq",
+            Counter::VtimerIrq => "vtimer-irq",
             Counter::Fiq => "fiq",
             Counter::SError => "serror",
         }

@@ -3,6 +3,11 @@
 //! A line is formatted into a stack buffer first and written under a spinlock whose owner is a
 //! CPU index, so CPUs never interleave mid-line, and a CPU that faults while holding the lock
 //! (it is the owner) can still report.
+//!
+//! A guest may also leave a line open (a shell prompt waits for input without a newline): its
+//! piece is printed at once and the line stays open for that guest's next piece. Anyone else
+//! printing first ends the open line, so two writers still never share a line; the guest's
+//! next piece then starts a fresh, prefixed line.
 
 use super::percpu::cpu_index;
 use super::pl011::{Pl011, QEMU_VIRT_PL011};
@@ -17,6 +22,9 @@ const FREE: usize = usize::MAX;
 static UART_BASE: AtomicU64 = AtomicU64::new(QEMU_VIRT_PL011);
 static LINE_OWNER: AtomicUsize = AtomicUsize::new(FREE);
 static BOOT_TICKS: AtomicU64 = AtomicU64::new(0);
+/// Tag of the guest whose line is open (printed without its newline yet), or `NO_LINE`.
+static OPEN_LINE: AtomicUsize = AtomicUsize::new(NO_LINE);
+const NO_LINE: usize = usize::MAX;
 
 /// Records the boot time (log timestamps count from here) and the UART to use.
 ///
@@ -52,8 +60,8 @@ pub fn print_raw(args: fmt::Arguments<'_>) {
     u.write_bytes(b"\n");
 }
 
-/// Writes `line` and a newline as one unit.
-fn emit(line: &[u8]) {
+/// Runs `f` holding the console, so what it writes is not interleaved with other CPUs.
+fn locked(f: impl FnOnce(Pl011)) {
     let me = cpu_index();
     let reentered = LINE_OWNER.load(Ordering::Relaxed) == me;
     if !reentered {
@@ -64,12 +72,60 @@ fn emit(line: &[u8]) {
             core::hint::spin_loop();
         }
     }
-    let u = uart();
-    u.write_bytes(line);
-    u.write_bytes(b"\n");
+    f(uart());
     if !reentered {
         LINE_OWNER.store(FREE, Ordering::Release);
     }
+}
+
+/// Ends a guest's open line unless `tag` is that guest; returns whether `tag`'s line is open.
+fn close_other_line(u: Pl011, tag: usize) -> bool {
+    let open = OPEN_LINE.load(Ordering::Relaxed);
+    if open == tag {
+        return true;
+    }
+    if open != NO_LINE {
+        u.write_bytes(b"\n");
+        OPEN_LINE.store(NO_LINE, Ordering::Relaxed);
+    }
+    false
+}
+
+/// Writes `line` and a newline as one unit.
+fn emit(line: &[u8]) {
+    locked(|u| {
+        close_other_line(u, NO_LINE);
+        u.write_bytes(line);
+        u.write_bytes(b"\n");
+    });
+}
+
+/// Prints a piece of guest `tag`'s console output: `prefix` first unless it continues that
+/// guest's open line; `ends_line` closes the line, otherwise it stays open for the next piece.
+pub fn print_guest(tag: usize, prefix: &str, piece: &[u8], ends_line: bool) {
+    debug_assert!(tag != NO_LINE);
+    locked(|u| {
+        if !close_other_line(u, tag) {
+            u.write_bytes(prefix.as_bytes());
+        }
+        u.write_bytes(piece);
+        if ends_line {
+            u.write_bytes(b"\n");
+            OPEN_LINE.store(NO_LINE, Ordering::Relaxed);
+        } else {
+            OPEN_LINE.store(tag, Ordering::Relaxed);
+        }
+    });
+}
+
+/// Turns on the console's receive interrupt (the caller routes and enables it at the GIC).
+pub fn enable_input() {
+    uart().enable_rx_interrupt();
+}
+
+/// The next byte typed on the console, if any.
+pub fn read_input() -> Option<u8> {
+    uart().read_byte()
 }
 
 /// Prints one line (no prefix).

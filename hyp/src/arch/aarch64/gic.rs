@@ -14,6 +14,7 @@ const GICD_TYPER: usize = 0x4;
 const GICD_IGROUPR: usize = 0x80;
 const GICD_ISENABLER: usize = 0x100;
 const GICD_ICENABLER: usize = 0x180;
+const GICD_ICACTIVER: usize = 0x380;
 const GICD_IPRIORITYR: usize = 0x400;
 const GICD_IROUTER: usize = 0x6000;
 /// GICD_CTLR (non-secure view): EnableGrp1A, ARE_NS; RWP is bit 31.
@@ -181,6 +182,14 @@ impl Redistributor {
         let a = self.sgi() + GICD_IPRIORITYR + intid as usize;
         // SAFETY: GICR_IPRIORITYR is byte-accessible; same mapping argument as `r32`.
         unsafe { core::ptr::write_volatile(a as *mut u8, prio) }
+    }
+
+    /// Clears the active state of SGI/PPI `intid`: a hardware-linked interrupt whose guest
+    /// stopped before deactivating it would otherwise never fire again on this CPU.
+    pub fn clear_active(&self, intid: u32) {
+        debug_assert!(intid < 32);
+        w32(self.sgi() + GICD_ICACTIVER, 1 << intid);
+        self.wait_rwp();
     }
 
     /// Enables (or disables) SGI/PPI `intid` on this CPU.

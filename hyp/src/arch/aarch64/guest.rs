@@ -14,15 +14,20 @@
 //! block at once (a donated aligned run, mapped as a block) when the block is untouched and a
 //! run is free, else one zeroed page.
 //!
-//! Hook points for interrupts (helper h): [`vgic_flush`] before each entry, [`vgic_sync`] after
-//! each exit, [`irq_exit`] for physical IRQs taken while a guest ran, [`wait_for_interrupt`]
-//! for a trapped WFI, [`send_sgi`] for trapped ICC_SGI1R_EL1 writes.
+//! Interrupts: the vGIC model (`vdev::vgic`) decides what the guest sees; before each entry
+//! its choice is loaded into the list registers ([`vgic_flush`]), after each exit the list
+//! registers are read back into it ([`vgic_sync`]). Physical interrupts taken as exits
+//! ([`irq_exit`]) or while a vCPU waits in a trapped WFI ([`wait_for_interrupt`]) are drained
+//! by `guest_irq`: the virtual timer becomes the vCPU's hardware-linked PPI 27, console input
+//! goes to the console guest's virtual UART. An interrupt made pending for a vCPU on another
+//! pCPU (an SGI, a UART SPI) kicks that pCPU with a physical SGI.
 
-use super::fatal;
+use super::guest_irq::{self, Drained};
 use super::stage2::{self, HwFrameData, HwPhysMem, HwTlb};
-use super::sysreg::{clean_dcache_range, counter, read_sysreg, sev, wfe, write_sysreg};
+use super::sysreg::{clean_dcache_range, counter, read_sysreg, sev, wfe, wfi, write_sysreg};
 use super::vcpu::{self, El1State, GuestConfig, GuestRegs};
 use super::{console, layout::MAX_CPUS};
+use super::{fatal, ich};
 use crate::frames::FrameAllocator;
 use crate::mm::addr::{Ipa, PAGE_SIZE, Pfn};
 use crate::mm::fault::{Access, FaultOutcome};
@@ -30,7 +35,7 @@ use crate::mm::ownership::{FrameTable, GuestPage, VmId};
 use crate::mm::stage2::config::{Stage2Config, Vmid};
 use crate::vdev::mmio::{DataAbort, MmioDevice};
 use crate::vdev::pl011::{Pl011, SerialOut};
-use crate::vdev::vgic::{DEFAULT_SPIS, Vgic};
+use crate::vdev::vgic::{DEFAULT_SPIS, Intid, Vgic};
 use crate::vdev::{DeviceKind, DeviceMap};
 use crate::vm::console::LineBuffer;
 use crate::vm::exit::{self, Counter, ExitKind, ExitReason, SysReg};
@@ -51,21 +56,31 @@ const BLOCK_PAGES: u64 = 512;
 /// PSTATE at a vCPU's first instruction: EL1h, D/A/I/F masked (booting.rst).
 const START_PSTATE: u64 = 0x3c5;
 
-/// What the virtual PL011 transmits: whole lines to the console, prefixed with the VM's name.
+/// What the virtual PL011 transmits: lines to the console, prefixed with the VM's name; an
+/// unfinished line (a prompt) is shown once the guest idles.
 struct GuestConsole {
-    name: &'static str,
+    /// The VM's number, the console's tag for its open line.
+    id: usize,
+    /// `"<name>| "`.
+    prefix: &'static str,
     line: LineBuffer,
 }
 
-fn print_guest_line(name: &str, line: &[u8]) {
-    let text = core::str::from_utf8(line).unwrap_or("<line is not UTF-8>");
-    console::print_line(format_args!("{name}| {text}"));
+impl GuestConsole {
+    /// Shows what the guest wrote of an unfinished line.
+    fn show_partial(&mut self) {
+        let (id, prefix) = (self.id, self.prefix);
+        self.line
+            .flush(|piece| console::print_guest(id, prefix, piece, false));
+    }
 }
 
 impl SerialOut for GuestConsole {
     fn write_byte(&mut self, byte: u8) {
-        let name = self.name;
-        self.line.push(byte, |l| print_guest_line(name, l));
+        let (id, prefix) = (self.id, self.prefix);
+        self.line.push(byte, |piece, ends| {
+            console::print_guest(id, prefix, piece, ends)
+        });
     }
 }
 
@@ -87,6 +102,7 @@ pub struct Guest {
     hw: GuestConfig,
     ram: (u64, u64),
     running: AtomicBool,
+    has_uart: bool,
     /// "Logged once" flags: unhandled abort, unknown exit, SError.
     logged: [AtomicBool; 3],
 }
@@ -112,6 +128,7 @@ pub fn create_all(
     domains: &[DomainConfig<'static>],
     alloc: &mut FrameAllocator,
     pcpus: usize,
+    machine: &crate::platform::Machine<'_>,
 ) -> usize {
     let config = match stage2::config() {
         Ok(c) => c,
@@ -131,6 +148,18 @@ pub fn create_all(
         );
         return 0;
     };
+    // The frame table (8 bytes a frame) and its neighbours come from the heap: grow it by a
+    // power-of-two block (the buddy allocator's largest allocation is its largest block).
+    let heap_bytes = (pool * 16).next_power_of_two().max(2 << 20);
+    match alloc.alloc_contiguous(heap_bytes / PAGE_SIZE, heap_bytes / PAGE_SIZE) {
+        // SAFETY: the frame allocator gave these frames to us alone, for good; RAM is mapped
+        // read-write at EL2.
+        Some(at) => unsafe { super::heap::grow(at.raw() as usize, heap_bytes as usize) },
+        None => log::warn!(
+            "could not grow the heap by {} KiB for the guests' metadata",
+            heap_bytes >> 10
+        ),
+    }
     // SAFETY: the frame allocator just gave these frames to us alone; they are RAM mapped at
     // EL2. The ownership layer requires free frames to be zero.
     unsafe { core::ptr::write_bytes(base.raw() as *mut u8, 0, (pool * PAGE_SIZE) as usize) };
@@ -145,6 +174,8 @@ pub fn create_all(
         config.vmid_bits()
     );
 
+    // Console input goes to the first VM with a virtual UART.
+    guest_irq::init(machine, domains.iter().any(|d| d.vpl011));
     let mut guests = Vec::new();
     let mut next_pcpu = 0usize;
     for d in domains {
@@ -267,8 +298,13 @@ fn create(
         vmpidr: 0,
         cntvoff: counter(),
     };
-    let vgic = Vgic::new(d.cpus as usize, DEFAULT_SPIS)
+    let mut vgic = Vgic::new(d.cpus as usize, DEFAULT_SPIS)
         .map_err(|_| CreateError::Dtb(guest_dtb::GuestDtbError::TooManyCpus { cpus: d.cpus }))?;
+    for v in 0..d.cpus as usize {
+        vgic.link_hw(v, Intid::VTIMER, guest_irq::vtimer_intid())
+            .expect("PPI 27 of an existing vCPU can be linked");
+    }
+    log::info!("{}: virtual counter offset {}", d.name, hw.cntvoff);
     log::info!(
         "domain {} = VM {id} (VMID {id}): {} MiB at IPA {:#x}, {} vCPU(s) on pCPU {}..{}, kernel at {:#x}, DTB at {:#x}{}, console {}",
         d.name,
@@ -294,7 +330,8 @@ fn create(
         devices: Mutex::new(Devices {
             uart: d.vpl011.then(|| {
                 Pl011::new(GuestConsole {
-                    name: d.name,
+                    id,
+                    prefix: Box::leak(alloc::format!("{}| ", d.name).into_boxed_str()),
                     line: LineBuffer::new(),
                 })
             }),
@@ -305,6 +342,7 @@ fn create(
         hw,
         ram,
         running: AtomicBool::new(false),
+        has_uart: d.vpl011,
         logged: [const { AtomicBool::new(false) }; 3],
     })
 }
@@ -390,36 +428,38 @@ fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
         vmpidr: guest_dtb::vcpu_mpidr(v as u32),
         ..g.hw
     };
-    // SAFETY: this pCPU runs only this vCPU; the VTTBR is the VM's own root and VMID.
+    // SAFETY: this pCPU runs only this vCPU; the VTTBR is the VM's own root and VMID. The
+    // EL1 reset state has the virtual timer off, so no stale timer interrupt follows.
     unsafe {
         vcpu::configure(&hw);
         El1State::reset().load();
     }
+    guest_irq::vcpu_starting(g.first_pcpu + v);
+    let mut gic_state = ich::VgicCpuState::default();
     log::debug!("{}: vCPU {v} starts at {:#x}", g.name, req.entry);
-    loop {
+    let next = loop {
         if !g.running.load(Ordering::Acquire) {
-            g.power.set_off(v);
-            return;
+            break Next::StopVcpu;
         }
-        vgic_flush(g, v);
+        if !vgic_flush(g, v, &gic_state) {
+            break Next::StopVm;
+        }
         // SAFETY: configured above for this VM; PC/PSTATE are an EL1 state set by us or the
         // guest itself.
         let kind = unsafe { vcpu::run(&mut regs) };
         let (esr, far, hpfar) = vcpu::exit_syndrome();
-        vgic_sync(g, v);
+        vgic_sync(g, v, &mut gic_state);
         let kind = ExitKind::from_raw(kind).expect("the vectors pass 0..=3");
         match handle_exit(g, v, &mut regs, exit::decode(kind, esr), far, hpfar) {
             Next::Resume => {}
-            Next::StopVcpu => {
-                g.power.set_off(v);
-                return;
-            }
-            Next::StopVm => {
-                g.power.set_off(v);
-                vm_stopped(g);
-                return;
-            }
+            stop => break stop,
         }
+    };
+    // SAFETY: the vCPU is off: its timer must not raise interrupts for nobody.
+    unsafe { write_sysreg!("cntv_ctl_el0", 0u64) };
+    g.power.set_off(v);
+    if matches!(next, Next::StopVm) {
+        vm_stopped(g);
     }
 }
 
@@ -429,8 +469,11 @@ fn vm_stopped(g: &Guest) {
         return;
     }
     if let Some(u) = g.devices.lock().uart.as_mut() {
-        let name = g.name;
-        u.output().line.flush(|l| print_guest_line(name, l));
+        u.output().show_partial();
+    }
+    // vCPUs running or waiting on other pCPUs see `running` cleared once kicked.
+    for v in 0..g.power.vcpus() {
+        guest_irq::kick(g.first_pcpu + v);
     }
     log::info!(
         "{}: powered off; exits: {} ({} total), {} stage-2 table pages",
@@ -446,27 +489,97 @@ fn vm_stopped(g: &Guest) {
     }
 }
 
-/// Hook (helper h): load this vCPU's pending virtual interrupts into the list registers.
-fn vgic_flush(_g: &Guest, _v: usize) {}
-
-/// Hook (helper h): read the list registers back into the vGIC model after an exit.
-fn vgic_sync(_g: &Guest, _v: usize) {}
-
-/// Hook (helper h): a physical IRQ arrived while the guest ran (HCR_EL2.IMO). No interrupt
-/// is enabled at the physical GIC yet, so none is expected.
-fn irq_exit(g: &Guest, _v: usize) {
-    g.stats.count(Counter::Irq);
+/// Loads this vCPU's virtual CPU interface and the interrupts the vGIC chose into the list
+/// registers. False when the vGIC refuses (a bug: the VM is stopped rather than run with
+/// interrupts lost).
+fn vgic_flush(g: &Guest, v: usize, state: &ich::VgicCpuState) -> bool {
+    match g.devices.lock().vgic.flush(v, ich::n_lrs()) {
+        Ok(f) => {
+            ich::restore(state);
+            ich::apply_flush(&f);
+            true
+        }
+        Err(e) => {
+            log::error!("{}: vCPU {v}: vGIC flush: {e:?}; stopping the VM", g.name);
+            false
+        }
+    }
 }
 
-/// Hook (helper h): a trapped WFI. Should sleep until an interrupt is pending for this vCPU;
-/// until interrupts are delivered there is nothing to wait for, so it returns at once (WFI
-/// may complete spuriously, the guest re-checks its condition).
-fn wait_for_interrupt(_g: &Guest, _v: usize) {}
+/// Reads the list registers back into the vGIC model after an exit.
+fn vgic_sync(g: &Guest, v: usize, state: &mut ich::VgicCpuState) {
+    ich::save(state);
+    if let Err(e) = g.devices.lock().vgic.sync(v, &state.lrs[..ich::n_lrs()]) {
+        log::error!("{}: vCPU {v}: vGIC sync: {e:?}", g.name);
+    }
+}
 
-/// Hook (helper h): the guest wrote ICC_SGI1R_EL1 (`value`): send the SGI through the vGIC
-/// and kick the target vCPUs.
+/// Applies what `guest_irq::drain` found to the vCPU on this pCPU and the console guest.
+fn deliver(g: &Guest, v: usize, d: Drained) {
+    if d.vtimer {
+        g.stats.count(Counter::VtimerIrq);
+        let _ = g.devices.lock().vgic.inject_ppi(v, Intid::VTIMER);
+    }
+    if d.console
+        && let Some(cg) = GUESTS.get().and_then(|gs| gs.iter().find(|g| g.has_uart))
+    {
+        let mut dev = cg.devices.lock();
+        if let Some(target) = uart_update(&mut dev)
+            && (!core::ptr::eq(*cg, g) || target != v)
+        {
+            guest_irq::kick(cg.first_pcpu + target);
+        }
+    }
+}
+
+/// Moves typed bytes into the virtual UART while it has room and drives its SPI. Returns the
+/// vCPU to kick when that made the SPI deliverable.
+fn uart_update(dev: &mut Devices) -> Option<usize> {
+    let uart = dev.uart.as_mut()?;
+    guest_irq::take_input(|b| uart.rx_space() > 0 && uart.push_rx(b));
+    let level = uart.irq_level();
+    dev.vgic
+        .set_spi_level(Intid::spi(virt::UART_SPI), level)
+        .ok()
+        .flatten()
+}
+
+/// A physical IRQ arrived while the guest ran (HCR_EL2.IMO).
+fn irq_exit(g: &Guest, v: usize) {
+    g.stats.count(Counter::Irq);
+    deliver(g, v, guest_irq::drain());
+}
+
+/// A trapped WFI: sleeps until the vCPU has an interrupt to take (or its VM stops). Physical
+/// interrupts wake the pCPU's WFI although PSTATE.I masks them at EL2; they are drained here.
+fn wait_for_interrupt(g: &Guest, v: usize) {
+    // The guest idles: what it printed of an unfinished line (a prompt) is due now.
+    if let Some(u) = g.devices.lock().uart.as_mut() {
+        u.output().show_partial();
+    }
+    loop {
+        deliver(g, v, guest_irq::drain());
+        if !g.running.load(Ordering::Acquire)
+            || g.devices.lock().vgic.vcpu_has_pending(v).unwrap_or(true)
+        {
+            return;
+        }
+        wfi();
+    }
+}
+
+/// The guest wrote ICC_SGI1R_EL1 (`value`): the vGIC makes the SGI pending at its targets,
+/// the ones on other pCPUs are kicked.
 fn send_sgi(g: &Guest, v: usize, value: u64) {
-    let _ = g.devices.lock().vgic.send_sgi(v, value);
+    let targets = g.devices.lock().vgic.send_sgi(v, value);
+    match targets {
+        Ok(mask) => {
+            for t in mask.iter().filter(|&t| t != v) {
+                guest_irq::kick(g.first_pcpu + t);
+            }
+        }
+        Err(e) => log::error!("{}: vCPU {v}: SGI: {e:?}", g.name),
+    }
 }
 
 fn handle_exit(
@@ -709,14 +822,21 @@ fn mmio(
         }
     };
     let access = d.access(offset, regs.get(d.reg.index()));
-    let result = {
+    let (result, kick) = {
         let mut dev = g.devices.lock();
-        match kind {
+        let result = match kind {
             DeviceKind::Uart => dev.uart.as_mut().map(|u| u.access(v, access)),
             DeviceKind::GicDistributor => Some(dev.vgic.distributor().access(v, access)),
             DeviceKind::GicRedistributors => Some(dev.vgic.redistributors().access(v, access)),
-        }
+        };
+        // A UART access may have freed FIFO room, raised or cleared its interrupt; a GIC
+        // access may have enabled or routed a pending SPI to another vCPU.
+        let kick = uart_update(&mut dev);
+        (result, kick)
     };
+    if let Some(t) = kick.filter(|&t| t != v) {
+        guest_irq::kick(g.first_pcpu + t);
+    }
     match result {
         Some(Ok(value)) => {
             g.stats.count(Counter::Mmio);

@@ -24,6 +24,16 @@ pub fn init() {
     }
 }
 
+/// Adds `[start, start + len)` to the heap: metadata that grows with guest memory (the
+/// ownership layer's frame table, 8 bytes per frame) outgrows the fixed region.
+///
+/// # Safety
+/// The range must be RAM mapped read-write at EL2, unused, and never used for anything else.
+pub unsafe fn grow(start: usize, len: usize) {
+    // SAFETY: the caller gives the range to the allocator for good.
+    unsafe { HEAP.lock().add_to_heap(start, start + len) };
+}
+
 /// (bytes handed out, bytes the heap owns).
 pub fn usage() -> (usize, usize) {
     let heap = HEAP.lock();

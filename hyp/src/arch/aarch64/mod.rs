@@ -7,6 +7,7 @@ pub mod exception;
 pub mod fatal;
 pub mod gic;
 pub mod guest;
+pub mod guest_irq;
 pub mod head;
 pub mod heap;
 pub mod ich;

@@ -1,5 +1,6 @@
-//! ARM PL011 UART, transmit side only: the console. The firmware (or QEMU) configured baud rate
-//! and framing; we only wait for FIFO space and write bytes.
+//! ARM PL011 UART: the console. The firmware (or QEMU) configured baud rate and framing; we
+//! wait for FIFO space and write bytes, and take received bytes for the guest that owns the
+//! console input (receive interrupt on, FIFO drained by the interrupt handler).
 
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_bitfields;
@@ -10,6 +11,8 @@ register_bitfields![u32,
     FR [
         /// Transmit FIFO full.
         TXFF OFFSET(5) NUMBITS(1) [],
+        /// Receive FIFO empty.
+        RXFE OFFSET(4) NUMBITS(1) [],
         /// UART busy transmitting.
         BUSY OFFSET(3) NUMBITS(1) [],
     ],
@@ -17,7 +20,7 @@ register_bitfields![u32,
 
 register_structs! {
     pub Pl011Regs {
-        (0x000 => dr: WriteOnly<u32>),
+        (0x000 => dr: ReadWrite<u32>),
         (0x004 => rsr_ecr: ReadWrite<u32>),
         (0x008 => _reserved0),
         (0x018 => fr: ReadOnly<u32, FR::Register>),
@@ -26,9 +29,18 @@ register_structs! {
         (0x028 => fbrd: ReadWrite<u32>),
         (0x02c => lcr_h: ReadWrite<u32>),
         (0x030 => cr: ReadWrite<u32>),
-        (0x034 => @END),
+        (0x034 => ifls: ReadWrite<u32>),
+        (0x038 => imsc: ReadWrite<u32>),
+        (0x03c => ris: ReadOnly<u32>),
+        (0x040 => mis: ReadOnly<u32>),
+        (0x044 => icr: WriteOnly<u32>),
+        (0x048 => @END),
     }
 }
+
+/// UARTIMSC/UARTICR bits: receive and receive-timeout interrupts.
+const IMSC_RX: u32 = 1 << 4;
+const IMSC_RT: u32 = 1 << 6;
 
 /// QEMU virt's PL011, used when the DTB cannot tell us where the console is.
 pub const QEMU_VIRT_PL011: u64 = 0x0900_0000;
@@ -68,6 +80,23 @@ impl Pl011 {
             }
             self.write_byte(b);
         }
+    }
+
+    /// Unmasks the receive and receive-timeout interrupts, so every byte typed raises the
+    /// UART's interrupt (a byte alone in the FIFO raises only the timeout one).
+    pub fn enable_rx_interrupt(&self) {
+        self.regs.icr.set(IMSC_RX | IMSC_RT);
+        self.regs.imsc.set(self.regs.imsc.get() | IMSC_RX | IMSC_RT);
+    }
+
+    /// The next received byte, if any; draining the FIFO clears the receive interrupts.
+    pub fn read_byte(&self) -> Option<u8> {
+        if self.regs.fr.is_set(FR::RXFE) {
+            return None;
+        }
+        // Bits 8..12 are error flags (framing, parity, break, overrun): the byte is kept
+        // anyway, a console has no better use for a damaged keystroke than to show it.
+        Some((self.regs.dr.get() & 0xff) as u8)
     }
 
     /// Waits until everything written has left the UART, so a shutdown does not cut the output.

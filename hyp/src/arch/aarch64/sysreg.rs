@@ -71,6 +71,13 @@ pub fn wfe() {
     unsafe { core::arch::asm!("wfe", options(nomem, nostack, preserves_flags)) }
 }
 
+/// Waits for an interrupt: returns once one is pending at this CPU, even while PSTATE.I masks
+/// it (the caller then acknowledges it at the GIC itself).
+pub fn wfi() {
+    // SAFETY: waiting for an interrupt only stalls this CPU.
+    unsafe { core::arch::asm!("wfi", options(nomem, nostack, preserves_flags)) }
+}
+
 /// Smallest data cache line size in bytes (CTR_EL0.DminLine).
 fn dcache_line() -> u64 {
     4 << ((read_sysreg!("ctr_el0") >> 16) & 0xf)
