@@ -5,6 +5,8 @@
 //! `sim::SimMemory` (or `sim::Machine`'s handle) stands in for RAM. Every store of an entry is
 //! one call, so a simulation can observe (and interleave other CPUs between) each primitive step.
 
+use core::ops::Range;
+
 use super::addr::Pa;
 use super::descriptor::Pte;
 
@@ -19,6 +21,11 @@ pub trait PhysMem {
     fn write_pte(&mut self, table: Pa, index: usize, pte: Pte);
     /// Zero the 4 KiB frame at `table` before it is linked into a table tree.
     fn zero_table(&mut self, table: Pa);
+    /// Whether entries `indices` of `table` all equal `pte` (whether a table is left empty).
+    /// Implementations over plain memory may scan faster than entry-by-entry loads.
+    fn entries_equal(&self, table: Pa, indices: Range<usize>, pte: Pte) -> bool {
+        indices.into_iter().all(|i| self.read_pte(table, i) == pte)
+    }
 }
 
 impl<M: PhysMem + ?Sized> PhysMem for &mut M {
@@ -30,6 +37,9 @@ impl<M: PhysMem + ?Sized> PhysMem for &mut M {
     }
     fn zero_table(&mut self, table: Pa) {
         (**self).zero_table(table)
+    }
+    fn entries_equal(&self, table: Pa, indices: Range<usize>, pte: Pte) -> bool {
+        (**self).entries_equal(table, indices, pte)
     }
 }
 

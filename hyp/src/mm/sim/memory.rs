@@ -134,6 +134,14 @@ impl PhysMem for SimMemory {
     fn zero_table(&mut self, table: Pa) {
         self.zero_frame(Pfn::containing(table))
     }
+    fn entries_equal(&self, table: Pa, indices: core::ops::Range<usize>, pte: Pte) -> bool {
+        let first = self.word(table.raw());
+        let words = &self.words[first + indices.start..first + indices.end];
+        // Branch-free chunks vectorise; the scan stops at the first chunk that differs.
+        words
+            .chunks(8)
+            .all(|c| c.iter().fold(0, |acc, &w| acc | (w ^ pte.raw())) == 0)
+    }
 }
 
 #[cfg(test)]

@@ -29,9 +29,10 @@ const MAX_DEFERRED_IPAS: usize = 16;
 pub(crate) struct Deferred {
     ipas: [(u64, u8); MAX_DEFERRED_IPAS],
     len: usize,
-    all: bool,
+    /// A VMID-wide invalidation is owed (required once a table entry was removed).
+    pub all: bool,
     /// Unlinked tables, freed once `all`'s invalidation completed.
-    tables: Vec<Pa>,
+    pub tables: Vec<Pa>,
 }
 
 /// What a visitor needs to change entries: the TLB, the table allocator and bookkeeping.

@@ -29,7 +29,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::addr::{Ipa, PAGE_SIZE, Pa};
-use super::descriptor::{Annotation, Entry, LeafAttrs, LeafEncoder, Level, S2Perms};
+use super::descriptor::{Annotation, Entry, LeafAttrs, LeafEncoder, Level, Pte, S2Perms};
 use super::phys::{PhysMem, TableAlloc};
 use super::tlb::Tlb;
 
@@ -341,22 +341,20 @@ impl<M: PhysMem, T: Tlb> Stage2<M, T> {
             &self.config,
             &mut self.table_pages,
         );
-        let mut v = unmap::UnmapVisitor { ed, annotation };
-        let (level, entries) = (self.config.start_level(), self.config.root_entries());
+        let mut u = unmap::Unmap {
+            ed,
+            target: Pte::invalid(annotation),
+            start: ipa.raw(),
+            end,
+        };
         let r = if len == 0 {
             Ok(())
         } else {
-            walk(
-                &mut self.mem,
-                self.root,
-                level,
-                entries,
-                ipa.raw(),
-                end,
-                &mut v,
-            )
+            let (level, entries) = (self.config.start_level(), self.config.root_entries());
+            u.table(&mut self.mem, self.root, level, 0, entries)
+                .map(|_| ())
         };
-        v.ed.finish();
+        u.ed.finish();
         r
     }
 

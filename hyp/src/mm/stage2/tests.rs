@@ -228,6 +228,84 @@ fn unmap_frees_every_table_no_leak() {
 }
 
 #[test]
+fn unmap_of_blocks_across_two_tables_frees_both() {
+    // The benchmark's layout: 1 GiB of 2 MiB blocks starting 2 MiB into a level-2 table, so
+    // the range ends in the first entry of the next one.
+    let (mut s2, mut alloc) = plain(39);
+    let base = GIB + MIB2;
+    s2.map(
+        &mut alloc,
+        Ipa::new(base),
+        Pa::new(base),
+        GIB,
+        RW,
+        MapFlags::BLOCKS,
+    )
+    .unwrap();
+    assert_eq!(s2.table_pages(), 3);
+    // Unmapping all but the last block keeps the second table.
+    s2.unmap(&mut alloc, Ipa::new(base), GIB - MIB2).unwrap();
+    assert_eq!(s2.table_pages(), 2);
+    assert_eq!(leaf_at(&s2, 2 * GIB - KIB4), None);
+    assert_eq!(leaf_at(&s2, 2 * GIB).unwrap().1, 2);
+    s2.map(
+        &mut alloc,
+        Ipa::new(base),
+        Pa::new(base),
+        GIB,
+        RW,
+        MapFlags::BLOCKS,
+    )
+    .unwrap();
+    s2.unmap(&mut alloc, Ipa::new(base), GIB).unwrap();
+    assert_eq!(s2.table_pages(), 1, "only the root remains");
+    assert_eq!(alloc.live(), 1);
+    s2.check_invariants();
+}
+
+#[test]
+fn unmap_inside_blocks_splits_only_the_ends() {
+    let (mut s2, mut alloc) = plain(40);
+    s2.map(
+        &mut alloc,
+        Ipa::new(0),
+        Pa::new(8 * GIB),
+        4 * GIB,
+        RW,
+        MapFlags::BLOCKS,
+    )
+    .unwrap();
+    assert_eq!(s2.table_pages(), 2, "four 1 GiB blocks in the root");
+    let (start, end) = (GIB + MIB2 + KIB4, 3 * GIB - KIB4);
+    s2.unmap(&mut alloc, Ipa::new(start), end - start).unwrap();
+    s2.check_invariants();
+    let expect = |ipa: u64, level: Option<u8>| {
+        assert_eq!(
+            leaf_at(&s2, ipa).map(|(pa, l, _)| (pa, l)),
+            level.map(|l| (8 * GIB + ipa, l)),
+            "IPA {ipa:#x}"
+        );
+    };
+    expect(GIB - KIB4, Some(1));
+    expect(GIB, Some(2));
+    expect(GIB + MIB2, Some(3));
+    expect(start, None);
+    expect(2 * GIB, None);
+    expect(end - KIB4, None);
+    expect(end, Some(3));
+    expect(3 * GIB, Some(1));
+    // Root (2) + two level-2 tables + two level-3 tables at the ends; the blocks wholly
+    // inside were cleared in place, the middle 1 GiB block went without a table.
+    assert_eq!(s2.table_pages(), 6);
+    // Unmapping what is left around the hole frees every table.
+    s2.unmap(&mut alloc, Ipa::new(0), start).unwrap();
+    s2.unmap(&mut alloc, Ipa::new(end), 4 * GIB - end).unwrap();
+    s2.check_invariants();
+    assert_eq!(s2.table_pages(), 2);
+    assert_eq!(alloc.live(), 2);
+}
+
+#[test]
 fn split_then_collapse_round_trips() {
     let (mut s2, mut alloc) = plain(39);
     let attrs = LeafAttrs::normal(S2Perms::RWX).with_sw(SwBits::new(5).unwrap());
