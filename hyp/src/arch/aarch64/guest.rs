@@ -277,7 +277,12 @@ fn create(
     }
     images.push((place.dtb, &dtb));
     for (at, bytes) in images {
-        populate(&mem, at, bytes)?;
+        populate(&mem, ram, at, bytes)?;
+    }
+    // The kernel's BSS and early allocations lie past its file, in blocks touched at once.
+    let block = BLOCK_PAGES * PAGE_SIZE;
+    for b in (place.kernel & !(block - 1)..place.kernel_end).step_by(block as usize) {
+        donate_block(&mem, ram, b);
     }
     // SAFETY: invalidating the instruction caches only drops cached instructions; the guest
     // must fetch the code just copied, not stale lines.
@@ -350,11 +355,20 @@ fn create(
 /// Copies `bytes` to guest RAM at `at`, page by page, into frames donated to the VM.
 fn populate(
     mem: &crate::mm::vm::Vm<HwPhysMem, HwTlb>,
+    ram: (u64, u64),
     at: u64,
     bytes: &[u8],
 ) -> Result<(), CreateError> {
     let first = at & !(PAGE_SIZE - 1);
     let end = at + bytes.len() as u64;
+    // Whole blocks where they fit, so the image's first touches map 2 MiB at once instead of
+    // faulting page by page around the copied pages.
+    let block = BLOCK_PAGES * PAGE_SIZE;
+    let mut b = first & !(block - 1);
+    while b < end {
+        donate_block(mem, ram, b);
+        b += block;
+    }
     let mut page = first;
     while page < end {
         let pa = match mem.backing(Ipa::new(page)) {
@@ -761,18 +775,23 @@ fn abort(g: &Guest, v: usize, regs: &mut GuestRegs, a: exit::Abort, far: u64, hp
 /// the fault path can map it with one block entry. Best effort: without a free run, the fault
 /// path populates the single page.
 fn prefer_block(g: &Guest, ipa: u64) {
+    donate_block(&g.mem, g.ram, ipa);
+}
+
+/// Donates a whole aligned run for the untouched 2 MiB block of RAM holding `ipa`, if any.
+fn donate_block(mem: &crate::mm::vm::Vm<HwPhysMem, HwTlb>, ram: (u64, u64), ipa: u64) {
     let block = ipa & !(BLOCK_PAGES * PAGE_SIZE - 1);
-    if !in_ram(g, block) || !in_ram(g, block + BLOCK_PAGES * PAGE_SIZE - 1) {
+    let inside = |a: u64| a >= ram.0 && a - ram.0 < ram.1;
+    if !inside(block) || !inside(block + BLOCK_PAGES * PAGE_SIZE - 1) {
         return;
     }
-    if (0..BLOCK_PAGES).any(|i| g.mem.backing(Ipa::new(block + i * PAGE_SIZE)) != GuestPage::NoPage)
-    {
+    if (0..BLOCK_PAGES).any(|i| mem.backing(Ipa::new(block + i * PAGE_SIZE)) != GuestPage::NoPage) {
         return;
     }
     let Ok(run) = frames().lock().hyp_alloc_run(BLOCK_PAGES) else {
         return;
     };
-    if g.mem
+    if mem
         .donate(
             frames(),
             run.base(),
