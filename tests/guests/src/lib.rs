@@ -3,8 +3,9 @@
 //! A guest is an arm64 Image that QEMU can boot directly (`-kernel`, the guest at EL1 on the
 //! bare machine) or the hypervisor can boot as a dom0less guest, with the same result line in
 //! both cases. The runtime gives it: the Image header and entry code (`start`), an identity MMU
-//! (`mmu`), vectors with test hooks (`exceptions`), the console, PSCI/SMCCC calls, GICv3, the
-//! virtual timer, secondary vCPU start-up (`cpu`) and the result line (`report`).
+//! (`mmu`), vectors with test hooks (`exceptions`), the console, the RAM range from the DTB
+//! (`fdt`), PSCI/SMCCC calls, GICv3, the virtual timer, secondary vCPU start-up (`cpu`) and the
+//! result line (`report`).
 //!
 //! A guest binary is `#![no_std] #![no_main]` and names its main function with
 //! [`test_main!`]; main ends with a `report` call (the type `-> !` makes sure of it).
@@ -15,6 +16,7 @@
 pub mod console;
 pub mod cpu;
 pub mod exceptions;
+pub mod fdt;
 pub mod gic;
 pub mod mmio;
 pub mod mmu;
