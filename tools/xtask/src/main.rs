@@ -4,11 +4,15 @@
 //! need, then boots each the way `qemu` does.
 
 mod bench;
+mod bootdtb;
 mod build;
 mod check;
+mod debian;
 mod exit;
+mod guest;
 mod host_tests;
 mod image;
+mod initramfs;
 mod process;
 mod qemu;
 mod runner;

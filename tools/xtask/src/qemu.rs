@@ -2,7 +2,9 @@
 //! line, and the interactive `cargo xtask qemu` run.
 
 use crate::build::{self, Variant};
+use crate::debian;
 use crate::exit::Exit;
+use crate::guest::{self, Guest};
 use crate::process::{self, Outcome};
 use crate::size::{self, Size};
 use crate::workspace::{Workspace, which};
@@ -20,12 +22,44 @@ pub const DEFAULT_MACHINE: &[(&str, &str)] = &[("virtualization", "on"), ("gic-v
 
 #[derive(clap::Args)]
 pub struct QemuArgs {
-    /// Physical CPUs of the emulated machine.
-    #[arg(long, default_value_t = 4)]
-    pub smp: u32,
-    /// RAM of the emulated machine, with a unit (512M, 4G).
-    #[arg(long, default_value = "1G", value_parser = size::parse)]
-    pub mem: Size,
+    /// Physical CPUs of the emulated machine [default: the guest's vCPUs, at least 2].
+    #[arg(long)]
+    pub smp: Option<u32>,
+    /// RAM of the emulated machine, with a unit (512M, 4G) [default: 1G, more if the guest
+    /// needs it].
+    #[arg(long, value_parser = size::parse)]
+    pub mem: Option<Size>,
+    /// The guest's kernel: an arm64 Image (plain or gzipped) [default: Debian's arm64 kernel,
+    /// fetched with apt-get].
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// The guest's initramfs [default: with Debian's kernel, one built from busybox and the
+    /// --initramfs recipe; with --kernel, none].
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// The recipe for the default initramfs: tests/linux/init-<RECIPE>.sh.
+    #[arg(
+        long,
+        value_name = "RECIPE",
+        default_value = "shell",
+        conflicts_with = "initrd"
+    )]
+    pub initramfs: String,
+    /// The guest's kernel command line [default: console=ttyAMA0 earlycon=pl011,0x9000000].
+    #[arg(long, value_name = "STR")]
+    pub append: Option<String>,
+    /// The guest's vCPUs.
+    #[arg(long, default_value_t = 2)]
+    pub guest_cpus: u32,
+    /// The guest's RAM, with a unit.
+    #[arg(long, default_value = "512M", value_parser = size::parse)]
+    pub guest_mem: Size,
+    /// Boot the hypervisor alone, with no guest.
+    #[arg(long, conflicts_with_all = ["kernel", "initrd", "append", "native"])]
+    pub no_guest: bool,
+    /// Run the guest directly under QEMU at EL1, without the hypervisor (for comparison).
+    #[arg(long)]
+    pub native: bool,
     /// Stop before the first instruction and wait for GDB on localhost:1234; prints the gdb
     /// command line to use.
     #[arg(long)]
@@ -58,6 +92,14 @@ pub struct Machine {
     pub machine_options: Vec<(String, String)>,
     pub icount: bool,
     pub gdb: bool,
+    /// `-initrd`: only for a guest run natively; under the hypervisor images go in `loaders`.
+    pub initrd: Option<PathBuf>,
+    /// `-append`: the kernel command line, likewise only for a native guest.
+    pub append: Option<String>,
+    /// `-dtb`: the boot device tree, describing the hypervisor's guests.
+    pub dtb: Option<PathBuf>,
+    /// Files QEMU copies into RAM at an address before the first instruction.
+    pub loaders: Vec<(PathBuf, u64)>,
     pub extra: Vec<String>,
 }
 
@@ -70,6 +112,10 @@ impl Machine {
             machine_options: Vec::new(),
             icount: false,
             gdb: false,
+            initrd: None,
+            append: None,
+            dtb: None,
+            loaders: Vec::new(),
             extra: Vec::new(),
         }
     }
@@ -114,6 +160,21 @@ impl Machine {
         .collect();
         args.push("-kernel".into());
         args.push(self.kernel.clone().into());
+        if let Some(initrd) = &self.initrd {
+            args.extend(["-initrd".into(), initrd.clone().into()]);
+        }
+        if let Some(append) = &self.append {
+            args.extend(["-append".into(), append.into()]);
+        }
+        if let Some(dtb) = &self.dtb {
+            args.extend(["-dtb".into(), dtb.clone().into()]);
+        }
+        for (file, addr) in &self.loaders {
+            // QEMU option values escape a comma by doubling it.
+            let file = file.to_string_lossy().replace(',', ",,");
+            args.push("-device".into());
+            args.push(format!("loader,file={file},addr={addr:#x},force-raw=on").into());
+        }
         if self.icount {
             args.extend(["-icount".into(), "shift=4,sleep=off".into()]);
         }
@@ -122,6 +183,30 @@ impl Machine {
         }
         args.extend(self.extra.iter().map(OsString::from));
         args
+    }
+
+    /// The arguments that make QEMU write this machine's device tree to `out` and exit: the
+    /// same `-M`, CPU, CPU count and RAM, since the tree describes all of them.
+    pub fn dump_dtb_args(&self, out: &Path) -> Vec<OsString> {
+        let machine = format!(
+            "{},dumpdtb={}",
+            self.machine_arg(),
+            out.to_string_lossy().replace(',', ",,")
+        );
+        [
+            "-M",
+            &machine,
+            "-cpu",
+            "max,pauth-impdef=on",
+            "-smp",
+            &self.smp.to_string(),
+            "-m",
+            &self.mem.qemu_arg(),
+            "-nographic",
+        ]
+        .into_iter()
+        .map(OsString::from)
+        .collect()
     }
 }
 
@@ -193,7 +278,7 @@ fn missing_qemu_message() -> String {
     msg
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -249,34 +334,93 @@ pub fn command_line(program: &Path, args: &[OsString]) -> String {
         .join(" ")
 }
 
+/// The guest `cargo xtask qemu` boots, from its options.
+fn guest_from_args(ws: &Workspace, args: &QemuArgs) -> Result<Guest> {
+    if args.guest_cpus == 0 {
+        bail!("--guest-cpus must be at least 1");
+    }
+    let images = match (&args.kernel, &args.initrd) {
+        (Some(kernel), initrd) => {
+            let unpacked = ws.target_dir.join("guest-images/kernel-arg.Image");
+            if let Some(dir) = unpacked.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            guest::Images {
+                kernel: debian::raw_image(kernel, &unpacked)?,
+                initrd: initrd.clone(),
+            }
+        }
+        (None, Some(initrd)) => guest::Images {
+            kernel: debian::images(ws)?.kernel,
+            initrd: Some(initrd.clone()),
+        },
+        (None, None) => guest::linux(ws, &args.initramfs)?,
+    };
+    Ok(Guest {
+        images,
+        cpus: args.guest_cpus,
+        mem: args.guest_mem,
+        append: args
+            .append
+            .clone()
+            .unwrap_or_else(|| guest::LINUX_APPEND.to_string()),
+    })
+}
+
 pub fn run(args: &QemuArgs) -> Result<()> {
     let ws = Workspace::locate()?;
     let qemu = find_qemu()?;
-    if args.smp == 0 {
+    if args.smp == Some(0) {
         bail!("--smp must be at least 1");
     }
-    let hyp = build::build_hyp(&ws, &Variant::new(args.features.clone()), args.release)?;
-    let machine = Machine {
-        smp: args.smp,
-        mem: args.mem,
+    let guest = if args.no_guest {
+        None
+    } else {
+        Some(guest_from_args(&ws, args)?)
+    };
+    let smp = args
+        .smp
+        .unwrap_or_else(|| guest.as_ref().map_or(2, |g| g.cpus.max(2)));
+    let mut machine = Machine {
+        smp,
+        mem: args.mem.unwrap_or(Size::from_mib(1024)),
         icount: args.icount,
         gdb: args.gdb,
         extra: args.extra.clone(),
-        ..Machine::new(hyp.bin.clone())
+        ..Machine::new(PathBuf::new())
     };
+    let mut elf = None;
+    match &guest {
+        Some(g) if args.native => machine = g.native(machine),
+        _ => {
+            let hyp = build::build_hyp(&ws, &Variant::new(args.features.clone()), args.release)?;
+            machine.kernel = hyp.bin.clone();
+            elf = Some(hyp.elf);
+            if let Some(g) = &guest {
+                machine.mem = g.machine_mem(args.mem)?;
+                let dtb = ws.target_dir.join("guest-images/boot.dtb");
+                g.add_to(&qemu, &mut machine, &dtb)?;
+            }
+        }
+    }
     let qemu_args = machine.args();
     eprintln!("+ {}", command_line(&qemu, &qemu_args));
     if args.gdb {
         eprintln!("QEMU waits for GDB on localhost:1234; in another terminal run:");
+        let symbols = elf.as_deref().unwrap_or(&machine.kernel);
         eprintln!(
             "    gdb-multiarch {} -ex 'target remote :1234'",
-            hyp.elf.display()
+            symbols.display()
         );
         if which("gdb-multiarch").is_none() {
             eprintln!("    (gdb-multiarch is not installed: apt-get install -y gdb-multiarch)");
         }
     }
-    eprintln!("(quit QEMU with Ctrl-A X)");
+    if guest.is_some() {
+        eprintln!("(the guest's `poweroff` ends the run; quit QEMU by hand with Ctrl-A X)");
+    } else {
+        eprintln!("(quit QEMU with Ctrl-A X)");
+    }
     let mut child = Command::new(&qemu)
         .args(&qemu_args)
         .spawn()

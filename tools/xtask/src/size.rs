@@ -14,7 +14,6 @@ impl Size {
         Self(mib * MIB)
     }
 
-    #[cfg(test)]
     pub fn bytes(self) -> u64 {
         self.0
     }

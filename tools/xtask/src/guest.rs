@@ -1,0 +1,312 @@
+//! Guests: what they are made of (Debian's kernel with an initramfs recipe, a bare-metal test
+//! guest from `tests/guests`, or files given on the command line) and the two ways to run one:
+//! under the hypervisor (a dom0less domain in the boot DTB, its images loaded high in machine
+//! RAM) or natively, directly at EL1 under QEMU, for comparison.
+
+use crate::bootdtb::{self, Domain, ModuleFile, ModuleKind};
+use crate::build::HYP_TARGET;
+use crate::debian;
+use crate::image;
+use crate::initramfs;
+use crate::qemu::{self, Machine};
+use crate::size::Size;
+use crate::workspace::Workspace;
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Linux's console: the PL011 (physical natively, virtual under the hypervisor), with early
+/// output from the first instructions on, which is what shows where a failing boot stopped.
+pub const LINUX_APPEND: &str = "console=ttyAMA0 earlycon=pl011,0x9000000";
+pub const LINUX_MEM_MIB: u64 = 512;
+pub const BARE_METAL_MEM_MIB: u64 = 64;
+/// The domain's name: the hypervisor prefixes the guest's console lines with `domU1| `.
+pub const DOMAIN_NAME: &str = "domU1";
+/// The bare-metal test guests' own workspace.
+const GUESTS_MANIFEST: &str = "tests/guests/Cargo.toml";
+const CNTVCT_MANIFEST: &str = "tests/linux/cntvct/Cargo.toml";
+const CNTVCT_TARGET: &str = "aarch64-unknown-none";
+
+/// The files a guest boots from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Images {
+    /// An arm64 Image (flat, with the Image header).
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+}
+
+/// One guest VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guest {
+    pub images: Images,
+    pub cpus: u32,
+    pub mem: Size,
+    /// The kernel command line (`bootargs`).
+    pub append: String,
+}
+
+/// Debian's kernel with the initramfs from `tests/linux/init-<recipe>.sh`.
+pub fn linux(ws: &Workspace, recipe: &str) -> Result<Images> {
+    let script_path = initramfs::recipe_path(&ws.root, recipe)?;
+    let debian = debian::images(ws)?;
+    let initrd = build_initramfs(ws, recipe, &script_path, &debian.busybox)?;
+    Ok(Images {
+        kernel: debian.kernel,
+        initrd: Some(initrd),
+    })
+}
+
+/// `<target>/guest-images/initramfs-<recipe>.cpio.gz`, rebuilt every time (it takes a moment
+/// and a stale one would hide an edit to the recipe).
+pub fn build_initramfs(
+    ws: &Workspace,
+    recipe: &str,
+    script_path: &Path,
+    busybox: &Path,
+) -> Result<PathBuf> {
+    let script = std::fs::read_to_string(script_path)
+        .with_context(|| format!("cannot read {}", script_path.display()))?;
+    let busybox_bytes =
+        std::fs::read(busybox).with_context(|| format!("cannot read {}", busybox.display()))?;
+    let cntvct = if initramfs::needs_cntvct(&script) {
+        Some(build_cntvct(ws)?)
+    } else {
+        None
+    };
+    let archive = initramfs::build(&script, &busybox_bytes, cntvct.as_deref())
+        .with_context(|| format!("initramfs recipe {}", ws.display(script_path)))?;
+    let dir = ws.target_dir.join("guest-images");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let out = dir.join(format!("initramfs-{recipe}.cpio.gz"));
+    std::fs::write(&out, archive).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(out)
+}
+
+/// The counter-printing program of `tests/linux/cntvct`, a static aarch64 Linux ELF.
+pub fn build_cntvct(ws: &Workspace) -> Result<Vec<u8>> {
+    ws.require_target(CNTVCT_TARGET)?;
+    let target_dir = ws.target_dir.join("cntvct");
+    let status = ws
+        .cargo()
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--manifest-path",
+            CNTVCT_MANIFEST,
+        ])
+        .args(["--target", CNTVCT_TARGET, "--target-dir"])
+        .arg(&target_dir)
+        .status()
+        .context("cannot run `cargo build`")?;
+    if !status.success() {
+        bail!("building {CNTVCT_MANIFEST} failed; the compiler's messages are above");
+    }
+    let elf = target_dir.join(CNTVCT_TARGET).join("release/cntvct");
+    std::fs::read(&elf).with_context(|| format!("cannot read {}", elf.display()))
+}
+
+/// The bare-metal test guest `name` (`tests/guests/src/bin/<name>.rs`), built and flattened to
+/// `<target>/guests/<name>.bin`.
+pub fn bare_metal(ws: &Workspace, name: &str) -> Result<Images> {
+    let manifest = ws.root.join(GUESTS_MANIFEST);
+    if !manifest.is_file() {
+        bail!("there are no bare-metal test guests yet: {GUESTS_MANIFEST} does not exist");
+    }
+    let source = ws.root.join(format!("tests/guests/src/bin/{name}.rs"));
+    if !source.is_file() {
+        bail!(
+            "no bare-metal test guest `{name}` (tests/guests/src/bin/{name}.rs); the guests are: {}",
+            bare_metal_names(ws).join(", ")
+        );
+    }
+    ws.require_target(HYP_TARGET)?;
+    let target_dir = ws.target_dir.join("guests");
+    let status = ws
+        .cargo()
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--manifest-path",
+            GUESTS_MANIFEST,
+        ])
+        .args(["--target", HYP_TARGET, "--bin", name, "--target-dir"])
+        .arg(&target_dir)
+        .status()
+        .context("cannot run `cargo build`")?;
+    if !status.success() {
+        bail!("building the test guest `{name}` failed; the compiler's messages are above");
+    }
+    let elf = target_dir.join(HYP_TARGET).join("release").join(name);
+    let bytes = std::fs::read(&elf).with_context(|| format!("cannot read {}", elf.display()))?;
+    let flat = image::flat_image(&bytes)
+        .with_context(|| format!("cannot make a flat image of {}", ws.display(&elf)))?;
+    let bin = target_dir.join(format!("{name}.bin"));
+    std::fs::write(&bin, flat).with_context(|| format!("cannot write {}", bin.display()))?;
+    Ok(Images {
+        kernel: bin,
+        initrd: None,
+    })
+}
+
+/// The bare-metal test guests there are, sorted.
+pub fn bare_metal_names(ws: &Workspace) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(ws.root.join("tests/guests/src/bin"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_suffix(".rs").map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn file_size(path: &Path) -> Result<u64> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.len() == 0 {
+        bail!("{} is empty", path.display());
+    }
+    Ok(meta.len())
+}
+
+impl Guest {
+    fn domain(&self) -> Result<Domain> {
+        let mut modules = vec![ModuleFile {
+            kind: ModuleKind::Kernel,
+            path: self.images.kernel.clone(),
+            size: file_size(&self.images.kernel)?,
+        }];
+        if let Some(initrd) = &self.images.initrd {
+            modules.push(ModuleFile {
+                kind: ModuleKind::Ramdisk,
+                path: initrd.clone(),
+                size: file_size(initrd)?,
+            });
+        }
+        Ok(Domain {
+            name: DOMAIN_NAME.to_string(),
+            cpus: self.cpus,
+            mem: self.mem.bytes(),
+            bootargs: self.append.clone(),
+            modules,
+        })
+    }
+
+    /// The machine RAM to run this guest under the hypervisor: `given`, or else the default
+    /// 1 GiB grown in 256 MiB steps until everything fits.
+    pub fn machine_mem(&self, given: Option<Size>) -> Result<Size> {
+        if let Some(mem) = given {
+            return Ok(mem);
+        }
+        let needed = bootdtb::required_mem(&[self.domain()?]);
+        let step = 256 << 20;
+        Ok(Size::from_mib(needed.div_ceil(step).max(4) * step >> 20))
+    }
+
+    /// Adds this guest to `machine` (which boots the hypervisor): dumps QEMU's device tree for
+    /// the machine into `dtb` with the domain node added, and loads the images where the node
+    /// says they are.
+    pub fn add_to(&self, qemu_bin: &Path, machine: &mut Machine, dtb: &Path) -> Result<()> {
+        let placed = bootdtb::place(&[self.domain()?], machine.mem.bytes())?;
+        let base = dump_dtb(qemu_bin, machine, dtb)?;
+        let blob = bootdtb::with_domains(&base, &placed)?;
+        std::fs::write(dtb, blob).with_context(|| format!("cannot write {}", dtb.display()))?;
+        machine.dtb = Some(dtb.to_path_buf());
+        for m in &placed[0].modules {
+            machine.loaders.push((m.file.path.clone(), m.addr));
+        }
+        Ok(())
+    }
+
+    /// A machine running this guest directly at EL1 (no EL2, so QEMU implements PSCI itself),
+    /// with as many CPUs and as much RAM as the guest gets under the hypervisor.
+    pub fn native(&self, mut machine: Machine) -> Machine {
+        machine.kernel = self.images.kernel.clone();
+        machine.initrd = self.images.initrd.clone();
+        machine.append = Some(self.append.clone()).filter(|a| !a.is_empty());
+        machine.smp = self.cpus;
+        machine.mem = self.mem;
+        machine
+            .machine_options
+            .push(("virtualization".into(), "off".into()));
+        machine
+    }
+}
+
+/// QEMU's device tree for `machine` (same -M options, CPUs and RAM), dumped through `out`.
+fn dump_dtb(qemu_bin: &Path, machine: &Machine, out: &Path) -> Result<Vec<u8>> {
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(out);
+    let args = machine.dump_dtb_args(out);
+    let result = Command::new(qemu_bin)
+        .args(&args)
+        .output()
+        .with_context(|| format!("cannot start {}", qemu_bin.display()))?;
+    if !result.status.success() || !out.is_file() {
+        bail!(
+            "QEMU did not dump its device tree ({}): {}",
+            qemu::command_line(qemu_bin, &args),
+            String::from_utf8_lossy(&result.stderr).trim()
+        );
+    }
+    std::fs::read(out).with_context(|| format!("cannot read {}", out.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest(dir: &Path) -> Guest {
+        std::fs::create_dir_all(dir).unwrap();
+        let kernel = dir.join("Image");
+        std::fs::write(&kernel, vec![0u8; 3 << 20]).unwrap();
+        let initrd = dir.join("initrd");
+        std::fs::write(&initrd, [1u8; 100]).unwrap();
+        Guest {
+            images: Images {
+                kernel,
+                initrd: Some(initrd),
+            },
+            cpus: 2,
+            mem: Size::from_mib(512),
+            append: "console=ttyAMA0".into(),
+        }
+    }
+
+    #[test]
+    fn machine_ram_defaults_to_1g_and_grows_for_big_guests() {
+        let dir = std::env::temp_dir().join(format!("xtask-guest-{}", std::process::id()));
+        let mut g = guest(&dir);
+        assert_eq!(g.machine_mem(None).unwrap(), Size::from_mib(1024));
+        assert_eq!(
+            g.machine_mem(Some(Size::from_mib(300))).unwrap(),
+            Size::from_mib(300)
+        );
+        g.mem = Size::from_mib(1024);
+        // 130 MiB low, 6 MiB of modules, 1 GiB of guest, 64 MiB headroom: 1224 MiB -> 1280.
+        assert_eq!(g.machine_mem(None).unwrap(), Size::from_mib(1280));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_native_run_gives_the_guest_the_whole_machine_at_el1() {
+        let dir = std::env::temp_dir().join(format!("xtask-native-{}", std::process::id()));
+        let g = guest(&dir);
+        let m = g.native(Machine::new("hyp.bin".into()));
+        assert_eq!(m.kernel, g.images.kernel);
+        assert_eq!(m.initrd, g.images.initrd);
+        assert_eq!((m.smp, m.mem), (2, Size::from_mib(512)));
+        assert!(m.machine_arg().contains("virtualization=off"));
+        assert_eq!(m.append.as_deref(), Some("console=ttyAMA0"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
