@@ -93,7 +93,9 @@ impl Redistributor {
     fn wake(self) -> Result<(), Error> {
         let waker = self.rd.read32(GICR_WAKER);
         self.rd.write32(GICR_WAKER, waker & !WAKER_PROCESSOR_SLEEP);
-        if timer::wait_until(100, || self.rd.read32(GICR_WAKER) & WAKER_CHILDREN_ASLEEP == 0) {
+        if timer::wait_until(100, || {
+            self.rd.read32(GICR_WAKER) & WAKER_CHILDREN_ASLEEP == 0
+        }) {
             Ok(())
         } else {
             Err(Error::StillAsleep)
@@ -104,11 +106,13 @@ impl Redistributor {
     pub fn enable(self, intid: u32, priority: u8) {
         assert!(intid < 32, "INTID {intid} is not an SGI or PPI");
         let bit = 1 << intid;
-        self.sgi.write32(GICR_IGROUPR0, self.sgi.read32(GICR_IGROUPR0) | bit);
+        self.sgi
+            .write32(GICR_IGROUPR0, self.sgi.read32(GICR_IGROUPR0) | bit);
         let word = GICR_IPRIORITYR + (intid as usize / 4) * 4;
         let shift = (intid % 4) * 8;
         let prio = self.sgi.read32(word) & !(0xff << shift);
-        self.sgi.write32(word, prio | (u32::from(priority) << shift));
+        self.sgi
+            .write32(word, prio | (u32::from(priority) << shift));
         self.sgi.write32(GICR_ISENABLER0, bit);
     }
 

@@ -25,7 +25,9 @@ pub fn frequency() -> u64 {
 
 pub fn set_compare(cval: u64) {
     // SAFETY: programs this vCPU's virtual timer; no memory is touched.
-    unsafe { core::arch::asm!("msr cntv_cval_el0, {}", "isb", in(reg) cval, options(nomem, nostack)) };
+    unsafe {
+        core::arch::asm!("msr cntv_cval_el0, {}", "isb", in(reg) cval, options(nomem, nostack))
+    };
 }
 
 pub fn compare() -> u64 {
@@ -45,7 +47,9 @@ pub fn set_countdown(ticks: u32) {
 
 pub fn set_control(ctl: u64) {
     // SAFETY: programs this vCPU's virtual timer; no memory is touched.
-    unsafe { core::arch::asm!("msr cntv_ctl_el0, {}", "isb", in(reg) ctl, options(nomem, nostack)) };
+    unsafe {
+        core::arch::asm!("msr cntv_ctl_el0, {}", "isb", in(reg) ctl, options(nomem, nostack))
+    };
 }
 
 pub fn control() -> u64 {

@@ -71,16 +71,28 @@ fn main() -> ! {
         Err(e) => report::error(format_args!("cannot find RAM in the boot DTB: {e:?}")),
     };
     let target = ram.end.div_ceil(GIB) * GIB;
-    println!("abort: RAM {:#x}..{:#x}; probing {target:#x}", ram.start, ram.end);
+    println!(
+        "abort: RAM {:#x}..{:#x}; probing {target:#x}",
+        ram.start, ram.end
+    );
     exceptions::set_sync_hook(Some(on_sync));
 
-    for (round, kind) in [Access::Load, Access::Store, Access::Load, Access::Store].into_iter().enumerate() {
+    for (round, kind) in [Access::Load, Access::Store, Access::Load, Access::Store]
+        .into_iter()
+        .enumerate()
+    {
         TAKEN_ESR.store(0, Ordering::Relaxed);
         let pc = access(target, kind);
         let esr = TAKEN_ESR.load(Ordering::Relaxed);
-        let s = Syndrome { esr, far: TAKEN_FAR.load(Ordering::Relaxed) };
+        let s = Syndrome {
+            esr,
+            far: TAKEN_FAR.load(Ordering::Relaxed),
+        };
         let elr = TAKEN_ELR.load(Ordering::Relaxed);
-        check!(esr != 0, "{kind:?} {round} of {target:#x} completed without an abort");
+        check!(
+            esr != 0,
+            "{kind:?} {round} of {target:#x} completed without an abort"
+        );
         check!(
             s.class() == ec::DATA_ABORT_SAME_EL,
             "{kind:?} {round}: ESR_EL1 {esr:#x} has EC {:#x}, want 0x25 (data abort, same EL)",
@@ -101,8 +113,14 @@ fn main() -> ! {
             "{kind:?} {round}: FAR_EL1 {:#x}, want {target:#x}",
             s.far
         );
-        check!(elr == pc, "{kind:?} {round}: ELR_EL1 {elr:#x}, want the access at {pc:#x}");
-        println!("abort: {kind:?} {round}: ESR_EL1 {esr:#x}, FAR_EL1 {:#x}", s.far);
+        check!(
+            elr == pc,
+            "{kind:?} {round}: ELR_EL1 {elr:#x}, want the access at {pc:#x}"
+        );
+        println!(
+            "abort: {kind:?} {round}: ESR_EL1 {esr:#x}, FAR_EL1 {:#x}",
+            s.far
+        );
     }
     exceptions::set_sync_hook(None);
     report::success()

@@ -32,7 +32,9 @@ fn main() -> ! {
 
     let smccc_version = psci::hvc(id::SMCCC_VERSION, 0, 0, 0);
     let advertised = psci::features(id::SMCCC_VERSION);
-    println!("hvc: SMCCC_VERSION = {smccc_version:#x}, PSCI_FEATURES(SMCCC_VERSION) = {advertised:?}");
+    println!(
+        "hvc: SMCCC_VERSION = {smccc_version:#x}, PSCI_FEATURES(SMCCC_VERSION) = {advertised:?}"
+    );
     if advertised.is_err() {
         // SMCCC 1.0 callers must not call SMCCC_VERSION; a 1.0 implementation may say so.
         check!(

@@ -74,7 +74,11 @@ fn main() -> ! {
         ram.start, ram.end, image.start, image.end, dtb.start, dtb.end, written.start, written.end
     );
 
-    let pages = || (written.start..written.end).step_by(PAGE as usize).filter(|p| !overlaps(&(*p..p + PAGE), &dtb));
+    let pages = || {
+        (written.start..written.end)
+            .step_by(PAGE as usize)
+            .filter(|p| !overlaps(&(*p..p + PAGE), &dtb))
+    };
     for page in pages() {
         for off in WRITTEN {
             write(page + off, value(page + off));
@@ -84,11 +88,18 @@ fn main() -> ! {
     for page in pages() {
         for off in WRITTEN {
             let (addr, got) = (page + off, read(page + off));
-            check!(got == value(addr), "{addr:#x} reads {got:#x}, wrote {:#x}", value(addr));
+            check!(
+                got == value(addr),
+                "{addr:#x} reads {got:#x}, wrote {:#x}",
+                value(addr)
+            );
         }
         for off in UNWRITTEN {
             let (addr, got) = (page + off, read(page + off));
-            check!(got == 0, "{addr:#x} (never written, in a written page) reads {got:#x}");
+            check!(
+                got == 0,
+                "{addr:#x} (never written, in a written page) reads {got:#x}"
+            );
         }
         count += 1;
     }

@@ -49,13 +49,22 @@ fn main() -> ! {
         )),
     }
     let me = psci::affinity_info(cpu::mpidr());
-    check!(me == Ok(Affinity::On), "AFFINITY_INFO of the calling vCPU returned {me:?}, want Ok(On)");
+    check!(
+        me == Ok(Affinity::On),
+        "AFFINITY_INFO of the calling vCPU returned {me:?}, want Ok(On)"
+    );
 
     check_features();
     let mit = psci::hvc(id::MIGRATE_INFO_TYPE, 0, 0, 0);
-    check!(mit == 2, "MIGRATE_INFO_TYPE returned {mit:#x}, want 2 (no Trusted OS to migrate)");
+    check!(
+        mit == 2,
+        "MIGRATE_INFO_TYPE returned {mit:#x}, want 2 (no Trusted OS to migrate)"
+    );
 
-    for (run, context) in [0x1234_5678_9abc_def0u64, 0x0fed_cba9_8765_4321].into_iter().enumerate() {
+    for (run, context) in [0x1234_5678_9abc_def0u64, 0x0fed_cba9_8765_4321]
+        .into_iter()
+        .enumerate()
+    {
         start_and_stop(run, context);
     }
 
@@ -73,9 +82,18 @@ fn main() -> ! {
 }
 
 fn check_features() {
-    for fid in [id::CPU_ON, id::CPU_ON_64, id::CPU_OFF, id::AFFINITY_INFO_64, id::SYSTEM_OFF] {
+    for fid in [
+        id::CPU_ON,
+        id::CPU_ON_64,
+        id::CPU_OFF,
+        id::AFFINITY_INFO_64,
+        id::SYSTEM_OFF,
+    ] {
         let f = psci::features(fid);
-        check!(f == Ok(0), "PSCI_FEATURES({fid:#x}) returned {f:?}, want Ok(0)");
+        check!(
+            f == Ok(0),
+            "PSCI_FEATURES({fid:#x}) returned {f:?}, want Ok(0)"
+        );
     }
     let unknown = 0x8400_00ff;
     let f = psci::features(unknown);
@@ -91,13 +109,22 @@ fn start_and_stop(run: usize, context: u64) {
     check!(r.is_ok(), "run {run}: CPU_ON of vCPU 1 returned {r:?}");
 
     let arrived = timer::wait_until(TIMEOUT_MS, || ARRIVED.load(Ordering::Acquire) != 0);
-    check!(arrived, "run {run}: vCPU 1 did not start within {TIMEOUT_MS} ms of CPU_ON");
+    check!(
+        arrived,
+        "run {run}: vCPU 1 did not start within {TIMEOUT_MS} ms of CPU_ON"
+    );
     let got = ARRIVED.swap(0, Ordering::AcqRel);
-    check!(got == context, "run {run}: vCPU 1 got context id {got:#x} in x0, want {context:#x}");
+    check!(
+        got == context,
+        "run {run}: vCPU 1 got context id {got:#x} in x0, want {context:#x}"
+    );
 
     // The secondary is held until released, so it must read as ON now.
     let state = psci::affinity_info(SECONDARY);
-    check!(state == Ok(Affinity::On), "run {run}: AFFINITY_INFO of running vCPU 1 returned {state:?}");
+    check!(
+        state == Ok(Affinity::On),
+        "run {run}: AFFINITY_INFO of running vCPU 1 returned {state:?}"
+    );
     let again = psci::cpu_on(SECONDARY, cpu::secondary_entry_point(), 0);
     check!(
         again == Err(Error::AlreadyOn),
@@ -105,7 +132,9 @@ fn start_and_stop(run: usize, context: u64) {
     );
 
     RELEASED.store(context, Ordering::Release);
-    let off = timer::wait_until(TIMEOUT_MS, || psci::affinity_info(SECONDARY) == Ok(Affinity::Off));
+    let off = timer::wait_until(TIMEOUT_MS, || {
+        psci::affinity_info(SECONDARY) == Ok(Affinity::Off)
+    });
     check!(
         off,
         "run {run}: AFFINITY_INFO of vCPU 1 still {:?} {TIMEOUT_MS} ms after its CPU_OFF",

@@ -81,7 +81,9 @@ fn main() -> ! {
     match READY.load(Ordering::Acquire) {
         1 => {}
         2 => report::error(format_args!("vCPU 1 could not set up its redistributor")),
-        _ => report::error(format_args!("vCPU 1 not ready {TIMEOUT_MS} ms after CPU_ON ({up})")),
+        _ => report::error(format_args!(
+            "vCPU 1 not ready {TIMEOUT_MS} ms after CPU_ON ({up})"
+        )),
     }
 
     exceptions::enable_irqs();
@@ -89,7 +91,10 @@ fn main() -> ! {
         gic::send_sgi(PING, SECONDARY);
         let answered = timer::wait_until(TIMEOUT_MS, || PONGS.load(Ordering::Acquire) >= round);
         let (pings, pongs) = (PINGS.load(Ordering::Acquire), PONGS.load(Ordering::Acquire));
-        let wrong = (WRONG_ON_0.load(Ordering::Relaxed), WRONG_ON_1.load(Ordering::Relaxed));
+        let wrong = (
+            WRONG_ON_0.load(Ordering::Relaxed),
+            WRONG_ON_1.load(Ordering::Relaxed),
+        );
         check!(
             wrong.1 == 0,
             "vCPU 1 took INTID {} (want only {PING})",

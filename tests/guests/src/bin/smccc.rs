@@ -60,7 +60,10 @@ fn main() -> ! {
             "HVC with unknown function ID {fid:#x} returned {x0:#x}, want NOT_SUPPORTED (-1)"
         );
     }
-    println!("smccc: {} unknown IDs over HVC returned NOT_SUPPORTED", UNKNOWN_IDS.len());
+    println!(
+        "smccc: {} unknown IDs over HVC returned NOT_SUPPORTED",
+        UNKNOWN_IDS.len()
+    );
 
     exceptions::set_sync_hook(Some(on_sync));
     for fid in UNKNOWN_IDS {
@@ -76,10 +79,16 @@ fn main() -> ! {
     }
     exceptions::set_sync_hook(None);
     if !SMC_UNDEFINED.load(Ordering::Relaxed) {
-        println!("smccc: {} unknown IDs over SMC returned NOT_SUPPORTED", UNKNOWN_IDS.len());
+        println!(
+            "smccc: {} unknown IDs over SMC returned NOT_SUPPORTED",
+            UNKNOWN_IDS.len()
+        );
         // PSCI itself over SMC: the conduit list includes it.
         let v = psci::smc(psci::id::PSCI_VERSION, 0, 0, 0);
-        check!(v >= 0x1_0000 && v >> 32 == 0, "PSCI_VERSION over SMC returned {v:#x}");
+        check!(
+            v >= 0x1_0000 && v >> 32 == 0,
+            "PSCI_VERSION over SMC returned {v:#x}"
+        );
     }
     report::success()
 }

@@ -48,7 +48,10 @@ fn main() -> ! {
     let cr = reg::CR_UARTEN | reg::CR_TXE | reg::CR_RXE;
     UART.write32(reg::CR, cr);
     let got = UART.read32(reg::CR);
-    check!(got & cr == cr, "UARTCR read back {got:#x} after writing {cr:#x}");
+    check!(
+        got & cr == cr,
+        "UARTCR read back {got:#x} after writing {cr:#x}"
+    );
 
     let got = UART.read32(reg::LCR_H);
     check!(
@@ -65,7 +68,10 @@ fn main() -> ! {
         "UARTIMSC read back {got:#x} after writing {IMSC_RX_RT:#x}"
     );
     let got = UART.read32(reg::IMSC);
-    check!(got & 0x7ff == 0, "UARTIMSC read back {got:#x} after writing 0");
+    check!(
+        got & 0x7ff == 0,
+        "UARTIMSC read back {got:#x} after writing 0"
+    );
 
     for (i, (mask, want)) in ID_WANT.into_iter().enumerate() {
         let offset = reg::PERIPH_ID0 + 4 * i;

@@ -78,8 +78,15 @@ fn main() -> ! {
             timer::control()
         );
         let bad = BAD.load(Ordering::Relaxed);
-        check!(bad != NOT_EXPIRED, "round {round}: interrupt 27 taken before the timer expired");
-        check!(bad == 0, "round {round}: unexpected interrupt {}", bad & 0xffff_ffff);
+        check!(
+            bad != NOT_EXPIRED,
+            "round {round}: interrupt 27 taken before the timer expired"
+        );
+        check!(
+            bad == 0,
+            "round {round}: unexpected interrupt {}",
+            bad & 0xffff_ffff
+        );
         if round == 0 {
             println!("vtimer: first interrupt taken; the rest are awaited in WFI");
         }
@@ -87,7 +94,10 @@ fn main() -> ! {
     timer::set_control(0);
     let elapsed = timer::counter() - start;
     let taken = TAKEN.load(Ordering::Acquire);
-    check!(taken == ROUNDS, "took {taken} timer interrupts for {ROUNDS} expiries");
+    check!(
+        taken == ROUNDS,
+        "took {taken} timer interrupts for {ROUNDS} expiries"
+    );
     let min = u64::from(ROUNDS) * u64::from(ticks);
     check!(
         elapsed >= min,
