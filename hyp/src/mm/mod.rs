@@ -11,6 +11,7 @@ pub mod phys;
 pub mod stage2;
 pub mod tlb;
 pub mod vm;
+pub mod vmid;
 // On hosted targets always: benches and tools link the lib without its test cfg.
 #[cfg(any(test, feature = "sim", not(target_os = "none")))]
 pub mod sim;

@@ -33,6 +33,43 @@ pub struct Translation {
     pub leaf: Leaf,
 }
 
+/// The valid leaf translating `ipa` in the tree at `root` (a table of `root_entries` entries at
+/// `level` mapping from IPA 0), by a direct walk: one load per level, as the hardware walks.
+/// `ipa` must be below the tree's input range.
+#[inline]
+pub(crate) fn leaf_of<M: PhysMem>(
+    mem: &M,
+    root: Pa,
+    mut level: Level,
+    root_entries: usize,
+    ipa: u64,
+) -> Option<Leaf> {
+    let mut table = root;
+    // The root may be concatenated: its index takes every bit above the level's shift.
+    let mut index = (ipa >> level.shift()) as usize;
+    debug_assert!(index < root_entries, "IPA {ipa:#x} beyond the root");
+    loop {
+        let pte = mem.read_pte(table, index);
+        if let Some(next_table) = pte.next_table(level) {
+            table = next_table;
+            level = level
+                .next()
+                .expect("table entries exist above level 3 only");
+            index = level.index(Ipa::new(ipa));
+            continue;
+        }
+        return match pte.decode(level) {
+            Entry::Leaf { pa, attrs } => Some(Leaf {
+                ipa: Ipa::new(ipa & !(level.entry_size() - 1)),
+                pa,
+                level,
+                attrs,
+            }),
+            _ => None,
+        };
+    }
+}
+
 pub(crate) struct LeafVisitor<F> {
     pub f: F,
 }

@@ -521,22 +521,8 @@ impl<M: PhysMem, T: Tlb> Stage2<M, T> {
         if ipa.raw() >= self.config.ipa_limit() {
             return None;
         }
-        let mut found = None;
-        let mut v = lookup::LeafVisitor {
-            f: |l: Leaf| found = Some(l),
-        };
         let (level, entries) = (self.config.start_level(), self.config.root_entries());
-        let mut ro = ReadOnly(&self.mem);
-        walk(
-            &mut ro,
-            self.root,
-            level,
-            entries,
-            ipa.raw(),
-            ipa.raw() + 1,
-            &mut v,
-        )
-        .expect("read-only walks cannot fail");
+        let found = lookup::leaf_of(&self.mem, self.root, level, entries, ipa.raw());
         found.map(|leaf| Translation {
             pa: Pa::new(leaf.pa.raw() + (ipa.raw() - leaf.ipa.raw())),
             leaf,
