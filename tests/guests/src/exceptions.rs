@@ -8,7 +8,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::{gic, report};
+use crate::{gic, report, timer};
 
 /// The state saved on exception entry; a hook may change it before the `eret`.
 #[repr(C)]
@@ -130,6 +130,9 @@ fn handle_irq() {
     let intid = gic::acknowledge();
     if gic::is_spurious(intid) {
         return;
+    }
+    if intid == timer::VTIMER_INTID && timer::take_watchdog() {
+        return gic::end_of_interrupt(intid);
     }
     match irq_hook() {
         Some(hook) => hook(intid),

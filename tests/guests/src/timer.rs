@@ -1,5 +1,11 @@
 //! The EL1 virtual timer and counter (CNTV_*_EL0, CNTVCT_EL0).
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::cpu::{self, MAX_CPUS};
+use crate::exceptions;
+use crate::gic::{self, Redistributor};
+
 /// The virtual timer's PPI on QEMU virt (and in the hypervisor's guests).
 pub const VTIMER_INTID: u32 = 27;
 
@@ -77,4 +83,50 @@ pub fn wait_until(ms: u64, mut done: impl FnMut() -> bool) -> bool {
         }
         core::hint::spin_loop();
     }
+}
+
+/// Per vCPU: the virtual timer is armed by [`wfi_until`] as a wake-up, not by the test.
+static WATCHDOG: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// Called by the IRQ path for the virtual timer's INTID: if [`wfi_until`] armed it, masks it
+/// and returns true (the interrupt is the runtime's own, not the test's).
+pub(crate) fn take_watchdog() -> bool {
+    let armed = WATCHDOG[cpu::index()].swap(false, Ordering::AcqRel);
+    if armed {
+        set_control(CTL_ENABLE | CTL_IMASK);
+    }
+    armed
+}
+
+/// Waits in WFI until `done` returns true or `ms` milliseconds pass; returns whether it
+/// finished in time. For waits on another vCPU's interrupt: a halted vCPU lets a
+/// single-threaded emulator (QEMU with -icount) run the others, where a polling loop may not.
+/// Arms this vCPU's virtual timer as the timeout, so it must not be used while a test uses the
+/// timer itself; enables the timer's PPI in this vCPU's redistributor. Leaves IRQs unmasked.
+///
+/// # Errors
+/// The redistributor could not be found or woken.
+pub fn wfi_until(ms: u64, mut done: impl FnMut() -> bool) -> Result<bool, gic::Error> {
+    Redistributor::this_cpu()?.enable(VTIMER_INTID, 0x80);
+    let deadline = counter().saturating_add(ms_to_ticks(ms));
+    WATCHDOG[cpu::index()].store(true, Ordering::Release);
+    set_compare(deadline);
+    set_control(CTL_ENABLE);
+    let finished = loop {
+        // Masked between the check and the WFI, so a wake-up in between is not lost: WFI
+        // still returns on a pending interrupt, which is then taken once unmasked.
+        exceptions::disable_irqs();
+        if done() {
+            break true;
+        }
+        if counter() >= deadline {
+            break done();
+        }
+        exceptions::wait_for_interrupt();
+        exceptions::enable_irqs();
+    };
+    set_control(0);
+    WATCHDOG[cpu::index()].store(false, Ordering::Release);
+    exceptions::enable_irqs();
+    Ok(finished)
 }

@@ -2,8 +2,8 @@
 //!
 //! vCPU 0 starts vCPU 1 with CPU_ON; each wakes its own redistributor and CPU interface. For
 //! several rounds vCPU 0 sends SGI 3 to vCPU 1 (target list Aff0 = 1); vCPU 1's handler sees
-//! INTID 3 and answers with SGI 5 to vCPU 0, whose handler must see INTID 5. vCPU 1 waits in WFI,
-//! so the SGI must also wake it. A failure points at the hypervisor's trapped ICC_SGI1R_EL1
+//! INTID 3 and answers with SGI 5 to vCPU 0, whose handler must see INTID 5. Both wait in WFI
+//! (vCPU 0 with its virtual timer as the timeout), so each SGI must also wake its target. A failure points at the hypervisor's trapped ICC_SGI1R_EL1
 //! decode (affinity, target list), SGI injection into another vCPU (and kicking it out of WFI
 //! or guest mode), or its vGIC redistributor/list-register handling. Needs two vCPUs.
 #![no_std]
@@ -89,7 +89,8 @@ fn main() -> ! {
     exceptions::enable_irqs();
     for round in 1..=ROUNDS {
         gic::send_sgi(PING, SECONDARY);
-        let answered = timer::wait_until(TIMEOUT_MS, || PONGS.load(Ordering::Acquire) >= round);
+        let answered = timer::wfi_until(TIMEOUT_MS, || PONGS.load(Ordering::Acquire) >= round);
+        let answered = answered.unwrap_or_else(|e| report::error(format_args!("{e:?}")));
         let (pings, pongs) = (PINGS.load(Ordering::Acquire), PONGS.load(Ordering::Acquire));
         let wrong = (
             WRONG_ON_0.load(Ordering::Relaxed),
