@@ -1,10 +1,21 @@
-//! `cargo xtask bench`: the project's benchmarks, listed in one table so new kinds (QEMU
-//! `-icount` boots of a guest, natively and under the hypervisor) join as new rows and a
-//! machine-readable report can cover them all.
+//! `cargo xtask bench`: the project's benchmarks, listed in one table so new kinds join as new
+//! rows: the host criterion benchmark of the stage-2 code, and guest boots under QEMU
+//! `-icount shift=4,sleep=off`, where the virtual counter advances one tick per instruction,
+//! run natively (the guest at EL1, no hypervisor) and under the hypervisor with the same vCPUs
+//! and RAM, so the ratio is the hypervisor's overhead in instructions, the same on every host.
 
+use crate::build::{self, Variant};
 use crate::exit::Exit;
+use crate::guest::{self, Guest};
+use crate::process::{self, Outcome};
+use crate::qemu::{self, Machine};
+use crate::size::Size;
 use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -13,6 +24,10 @@ pub struct BenchArgs {
     /// List the benchmarks instead of running them.
     #[arg(long)]
     pub list: bool,
+    /// Print the guest benchmarks' results as one JSON object on stdout (progress goes to
+    /// stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How a benchmark runs.
@@ -24,6 +39,10 @@ enum Kind {
         /// Its source, checked first so a missing bench is named rather than a cargo error.
         source: &'static str,
     },
+    /// Debian's kernel with the `bench` initramfs, whose /init prints the virtual counter.
+    LinuxBoot,
+    /// The bare-metal guest `bench` of tests/guests, printing `bench: <name> = <value> <unit>`.
+    GuestMicro,
 }
 
 struct Bench {
@@ -32,15 +51,61 @@ struct Bench {
     kind: Kind,
 }
 
-const BENCHES: &[Bench] = &[Bench {
-    name: "stage2",
-    about: "stage-2 map, unmap and fault paths of the memory core (host, criterion)",
-    kind: Kind::Criterion {
-        package: "hyp",
-        bench: "stage2",
-        source: "hyp/benches/stage2.rs",
+const BENCHES: &[Bench] = &[
+    Bench {
+        name: "stage2",
+        about: "stage-2 map, unmap and fault paths of the memory core (host, criterion)",
+        kind: Kind::Criterion {
+            package: "hyp",
+            bench: "stage2",
+            source: "hyp/benches/stage2.rs",
+        },
     },
-}];
+    Bench {
+        name: "boot",
+        about: "Linux boot to the init banner, 2 vCPUs, 512 MiB: native vs under the hypervisor (QEMU -icount)",
+        kind: Kind::LinuxBoot,
+    },
+    Bench {
+        name: "guest",
+        about: "bare-metal guest `bench` (HVC round trip, timer latency, ...): native vs under the hypervisor (QEMU -icount)",
+        kind: Kind::GuestMicro,
+    },
+];
+
+const BOOT_CPUS: u32 = 2;
+const BOOT_MEM_MIB: u64 = 512;
+/// Wall-clock limit of one benchmark boot; -icount makes QEMU slower than a normal run.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+const BANNER: &str = "init: banner at cntvct=";
+const COUNTER_OFFSET: &str = ": virtual counter offset ";
+const BENCH_GUEST: &str = "bench";
+
+/// One measured quantity, natively and under the hypervisor.
+#[derive(Clone, Debug, PartialEq)]
+struct Row {
+    name: String,
+    unit: String,
+    native: Option<f64>,
+    hyp: Option<f64>,
+}
+
+impl Row {
+    fn ratio(&self) -> Option<f64> {
+        match (self.native, self.hyp) {
+            (Some(n), Some(h)) if n > 0.0 => Some(h / n),
+            _ => None,
+        }
+    }
+}
+
+/// What the guest benchmarks measured.
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+    /// Exits per reason under the hypervisor, per benchmark: `(bench, reason, count)`.
+    exits: Vec<(String, String, u64)>,
+}
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let ws = Workspace::locate()?;
@@ -63,9 +128,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return Ok(());
     }
     let mut failed = Vec::new();
+    let mut report = Report::default();
     for b in selected {
-        println!("== bench {}: {}", b.name, b.about);
-        match &b.kind {
+        eprintln!("== bench {}: {}", b.name, b.about);
+        let result = match &b.kind {
             Kind::Criterion {
                 package,
                 bench,
@@ -78,16 +144,31 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                         b.name
                     );
                 }
-                let status = ws
-                    .cargo()
-                    .args(["bench", "-p", package, "--bench", bench])
-                    .status()
-                    .context("cannot run `cargo bench`")?;
-                if !status.success() {
-                    failed.push(b.name);
+                let mut cargo = ws.cargo();
+                cargo.args(["bench", "-p", package, "--bench", bench]);
+                if args.json {
+                    // Keep stdout for the JSON report.
+                    cargo.stdout(Stdio::from(std::io::stderr()));
+                }
+                let status = cargo.status().context("cannot run `cargo bench`")?;
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("cargo bench failed"))
                 }
             }
+            Kind::LinuxBoot => linux_boot(&ws, &mut report),
+            Kind::GuestMicro => guest_micro(&ws, &mut report),
+        };
+        if let Err(e) = result {
+            eprintln!("error: bench {}: {e:#}", b.name);
+            failed.push(b.name);
         }
+    }
+    if args.json {
+        println!("{}", json(&report));
+    } else if !report.rows.is_empty() {
+        print!("{}", markdown(&report));
     }
     if !failed.is_empty() {
         return Err(
@@ -95,4 +176,369 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The machine options and arguments that make a run repeatable: instruction-counted time, no
+/// random DTB seeds, a fixed RNG seed and a fixed wall clock that follows the virtual one.
+fn deterministic(machine: &mut Machine) {
+    machine.icount = true;
+    machine
+        .machine_options
+        .push(("dtb-randomness".into(), "off".into()));
+    machine.extra.extend(
+        ["-seed", "1", "-rtc", "base=2024-01-01T00:00:00,clock=vm"]
+            .into_iter()
+            .map(String::from),
+    );
+}
+
+/// The two runs of `guest`: natively, and under the release hypervisor with its boot DTB at
+/// `<target>/bench/<name>.dtb`. Returns both outputs.
+fn both_ways(ws: &Workspace, name: &str, guest: &Guest) -> Result<(String, String)> {
+    let qemu_bin = qemu::find_qemu()?;
+    let hyp = build::build_hyp(ws, &Variant::new(Vec::new()), true)?;
+    let dir = ws.target_dir.join("bench");
+    let mut native = guest.native(Machine::new(hyp.bin.clone()));
+    deterministic(&mut native);
+    let mut under = Machine {
+        smp: guest.cpus,
+        mem: guest.machine_mem(None)?,
+        ..Machine::new(hyp.bin.clone())
+    };
+    deterministic(&mut under);
+    guest.add_to(&qemu_bin, &mut under, &dir.join(format!("{name}.dtb")))?;
+    // -icount runs are deterministic whatever else the host does, so both go at once.
+    let (native_out, hyp_out) = std::thread::scope(|s| {
+        let native_run =
+            s.spawn(|| run_logged(&qemu_bin, &native, &dir.join(format!("{name}-native.log"))));
+        let hyp_run = run_logged(&qemu_bin, &under, &dir.join(format!("{name}-hyp.log")));
+        (native_run.join().expect("no panics"), hyp_run)
+    });
+    Ok((native_out?, hyp_out?))
+}
+
+/// Runs `machine` to completion with its output in `log`; returns the output.
+fn run_logged(qemu_bin: &Path, machine: &Machine, log: &Path) -> Result<String> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let args = machine.args();
+    eprintln!("+ {}", qemu::command_line(qemu_bin, &args));
+    let file =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let mut child = Command::new(qemu_bin)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("cannot start {}", qemu_bin.display()))?;
+    let outcome = process::wait(&mut child, Some(BOOT_TIMEOUT))?;
+    let output = String::from_utf8_lossy(&std::fs::read(log)?).into_owned();
+    match outcome {
+        Outcome::Exited(0) => Ok(output),
+        Outcome::Exited(code) => bail!("QEMU exited with status {code}; see {}", log.display()),
+        Outcome::TimedOut => bail!(
+            "QEMU did not finish in {}s; see {}",
+            BOOT_TIMEOUT.as_secs(),
+            log.display()
+        ),
+    }
+}
+
+fn linux_boot(ws: &Workspace, report: &mut Report) -> Result<()> {
+    let guest = Guest {
+        images: guest::linux(ws, "bench")?,
+        cpus: BOOT_CPUS,
+        mem: Size::from_mib(BOOT_MEM_MIB),
+        append: guest::LINUX_APPEND.to_string(),
+    };
+    let (native, hyp) = both_ways(ws, "boot", &guest)?;
+    let native_ticks =
+        banner_ticks(&native).context("the native boot printed no init banner with the counter")?;
+    let banner =
+        banner_ticks(&hyp).context("the boot under the hypervisor printed no init banner")?;
+    let offset = counter_offset(&hyp).context(
+        "the hypervisor did not log `domU1: virtual counter offset N`, needed to add the time before the VM started",
+    )?;
+    report.rows.push(Row {
+        name: "Linux boot to init banner".into(),
+        unit: "ticks".into(),
+        native: Some(native_ticks as f64),
+        hyp: Some((offset + banner) as f64),
+    });
+    report.exits.extend(
+        exits(&hyp)
+            .into_iter()
+            .map(|(r, n)| ("boot".to_string(), r, n)),
+    );
+    Ok(())
+}
+
+fn guest_micro(ws: &Workspace, report: &mut Report) -> Result<()> {
+    let guest = Guest {
+        images: guest::bare_metal(ws, BENCH_GUEST)?,
+        cpus: 1,
+        mem: Size::from_mib(guest::BARE_METAL_MEM_MIB),
+        append: String::new(),
+    };
+    let (native, hyp) = both_ways(ws, "guest", &guest)?;
+    let native = guest_lines(&native);
+    let hyp_lines = guest_lines(&hyp);
+    if native.is_empty() && hyp_lines.is_empty() {
+        bail!("the bench guest printed no `bench: <name> = <value> <unit>` lines");
+    }
+    let mut names: Vec<(String, String)> = Vec::new();
+    for (name, _, unit) in native.iter().chain(&hyp_lines) {
+        if !names.iter().any(|(n, _)| n == name) {
+            names.push((name.clone(), unit.clone()));
+        }
+    }
+    for (name, unit) in names {
+        let find = |lines: &[(String, f64, String)]| {
+            lines
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, v, _)| *v)
+        };
+        report.rows.push(Row {
+            native: find(&native),
+            hyp: find(&hyp_lines),
+            name,
+            unit,
+        });
+    }
+    report.exits.extend(
+        exits(&hyp)
+            .into_iter()
+            .map(|(r, n)| ("guest".to_string(), r, n)),
+    );
+    Ok(())
+}
+
+/// The counter value of the init banner, wherever the console prefix puts it.
+fn banner_ticks(output: &str) -> Option<u64> {
+    output.lines().find_map(|l| {
+        let at = l.find(BANNER)? + BANNER.len();
+        l[at..].trim().parse().ok()
+    })
+}
+
+/// The hypervisor's `<domain>: virtual counter offset N` for the first domain.
+fn counter_offset(output: &str) -> Option<u64> {
+    output.lines().find_map(|l| {
+        let at = l.find(COUNTER_OFFSET)? + COUNTER_OFFSET.len();
+        l[at..].split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// `bench: <name> = <value> <unit>` lines, in order.
+fn guest_lines(output: &str) -> Vec<(String, f64, String)> {
+    output
+        .lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("bench: ")? + "bench: ".len()..];
+            let (name, value) = rest.split_once(" = ")?;
+            let mut words = value.split_whitespace();
+            let number = words.next()?.parse().ok()?;
+            let unit = words.next().unwrap_or("").to_string();
+            Some((name.trim().to_string(), number, unit))
+        })
+        .collect()
+}
+
+/// The exit counts of `<domain>: powered off; exits: a=1 b=2 (3 total)`.
+fn exits(output: &str) -> Vec<(String, u64)> {
+    let Some(line) = output
+        .lines()
+        .find(|l| l.contains(": powered off; exits: "))
+    else {
+        return Vec::new();
+    };
+    let list = &line[line.find("exits: ").expect("matched above") + "exits: ".len()..];
+    let mut out: Vec<(String, u64)> = list
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter_map(|w| {
+            let (k, v) = w.split_once('=')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect();
+    if let Some(total) = list
+        .find('(')
+        .and_then(|at| list[at + 1..].split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+    {
+        out.push(("total".into(), total));
+    }
+    out
+}
+
+fn number(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{}", v as i64),
+        Some(v) => format!("{v:.3}"),
+        None => "-".into(),
+    }
+}
+
+fn markdown(report: &Report) -> String {
+    let mut s = String::from(
+        "\n| benchmark | native | under hyp | ratio |\n| --- | ---: | ---: | ---: |\n",
+    );
+    for r in &report.rows {
+        let unit = if r.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", r.unit)
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {}{unit} | {}{unit} | {} |",
+            r.name,
+            number(r.native),
+            number(r.hyp),
+            r.ratio().map_or("-".into(), |x| format!("{x:.3}"))
+        );
+    }
+    if !report.exits.is_empty() {
+        s.push_str("\n| run | exit reason | count |\n| --- | --- | ---: |\n");
+        for (bench, reason, n) in &report.exits {
+            let _ = writeln!(s, "| {bench} | {reason} | {n} |");
+        }
+    }
+    s
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_num(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => number(Some(v)),
+        _ => "null".into(),
+    }
+}
+
+fn json(report: &Report) -> String {
+    let rows: Vec<String> = report
+        .rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{{\"name\":{},\"unit\":{},\"native\":{},\"hyp\":{},\"ratio\":{}}}",
+                json_str(&r.name),
+                json_str(&r.unit),
+                json_num(r.native),
+                json_num(r.hyp),
+                json_num(r.ratio())
+            )
+        })
+        .collect();
+    let exits: Vec<String> = report
+        .exits
+        .iter()
+        .map(|(b, r, n)| {
+            format!(
+                "{{\"run\":{},\"reason\":{},\"count\":{n}}}",
+                json_str(b),
+                json_str(r)
+            )
+        })
+        .collect();
+    format!(
+        "{{\"results\":[{}],\"exits\":[{}]}}",
+        rows.join(","),
+        exits.join(",")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYP_LOG: &str = "\
+[    0.1] cpu0 INFO  domU1: virtual counter offset 123456
+domU1| [    1.0] Run /init as init process
+domU1| init: banner at cntvct=1000
+[    2.0] cpu0 INFO  domU1: powered off; exits: hvc=12 s2-fault-mapped=33 mmio=38352 irq=812 (39209 total), 3 stage-2 table pages
+";
+
+    #[test]
+    fn boot_figures_are_read_from_the_logs() {
+        assert_eq!(banner_ticks(HYP_LOG), Some(1000));
+        assert_eq!(banner_ticks("init: banner at cntvct=77\n"), Some(77));
+        assert_eq!(banner_ticks("init: banner at cntvct=\n"), None);
+        assert_eq!(counter_offset(HYP_LOG), Some(123_456));
+        assert_eq!(counter_offset("nothing"), None);
+        assert_eq!(
+            exits(HYP_LOG),
+            [
+                ("hvc".to_string(), 12),
+                ("s2-fault-mapped".into(), 33),
+                ("mmio".into(), 38352),
+                ("irq".into(), 812),
+                ("total".into(), 39209)
+            ]
+        );
+        assert!(exits("no exits line").is_empty());
+    }
+
+    #[test]
+    fn guest_bench_lines_parse_and_junk_is_skipped() {
+        let out = "domU1| bench: hvc round trip = 1234 ticks\nbench: timer latency = 5.5 us\nbench: broken = x ticks\nbench without colon\n";
+        assert_eq!(
+            guest_lines(out),
+            [
+                ("hvc round trip".to_string(), 1234.0, "ticks".to_string()),
+                ("timer latency".into(), 5.5, "us".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn the_table_and_json_show_ratios() {
+        let report = Report {
+            rows: vec![
+                Row {
+                    name: "boot".into(),
+                    unit: "ticks".into(),
+                    native: Some(1000.0),
+                    hyp: Some(1050.0),
+                },
+                Row {
+                    name: "only \"hyp\"".into(),
+                    unit: String::new(),
+                    native: None,
+                    hyp: Some(2.5),
+                },
+            ],
+            exits: vec![("boot".into(), "hvc".into(), 12)],
+        };
+        let md = markdown(&report);
+        assert!(
+            md.contains("| boot | 1000 ticks | 1050 ticks | 1.050 |"),
+            "{md}"
+        );
+        assert!(md.contains("| only \"hyp\" | - | 2.500 | - |"), "{md}");
+        assert!(md.contains("| boot | hvc | 12 |"), "{md}");
+        assert_eq!(
+            json(&report),
+            "{\"results\":[{\"name\":\"boot\",\"unit\":\"ticks\",\"native\":1000,\"hyp\":1050,\"ratio\":1.050},\
+             {\"name\":\"only \\\"hyp\\\"\",\"unit\":\"\",\"native\":null,\"hyp\":2.500,\"ratio\":null}],\
+             \"exits\":[{\"run\":\"boot\",\"reason\":\"hvc\",\"count\":12}]}"
+        );
+    }
 }

@@ -207,7 +207,7 @@ impl Guest {
         }
         let needed = bootdtb::required_mem(&[self.domain()?]);
         let step = 256 << 20;
-        Ok(Size::from_mib(needed.div_ceil(step).max(4) * step >> 20))
+        Ok(Size::from_mib((needed.div_ceil(step).max(4) * step) >> 20))
     }
 
     /// Adds this guest to `machine` (which boots the hypervisor): dumps QEMU's device tree for

@@ -180,9 +180,12 @@ pub fn build(init: &str, busybox: &[u8], cntvct: Option<&[u8]>) -> Result<Vec<u8
 mod tests {
     use super::*;
 
+    /// An archive entry: name, mode, (rdevmajor, rdevminor), contents.
+    type Entry = (String, u32, (u32, u32), Vec<u8>);
+
     /// A minimal newc reader: (name, mode, rdev, data) per entry, checking the format as the
     /// kernel's unpacker does (magic, 4-byte alignment of names and data).
-    fn entries(bytes: &[u8]) -> Vec<(String, u32, (u32, u32), Vec<u8>)> {
+    fn entries(bytes: &[u8]) -> Vec<Entry> {
         let mut out = Vec::new();
         let mut at = 0;
         loop {

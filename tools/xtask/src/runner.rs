@@ -4,10 +4,11 @@
 
 use crate::build::{self, HypImage, Variant};
 use crate::exit::Exit;
+use crate::guest::{self, Guest, Images};
 use crate::host_tests::{self, Tally};
 use crate::process::{self, Outcome};
 use crate::qemu::{self, Machine};
-use crate::spec::{self, Spec};
+use crate::spec::{self, GuestKind, Spec};
 use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -136,8 +137,29 @@ fn run_qemu_tests(
     args: &TestArgs,
 ) -> Result<Vec<TestResult>> {
     let mut images: BTreeMap<Variant, Result<HypImage, String>> = BTreeMap::new();
+    let mut guests: BTreeMap<GuestKind, Result<Images, String>> = BTreeMap::new();
+    for guest in specs.iter().filter_map(|s| s.guest.as_ref()) {
+        if guests.contains_key(&guest.kind) {
+            continue;
+        }
+        let built = match &guest.kind {
+            GuestKind::Linux { initramfs } => {
+                println!("== preparing guest linux (initramfs {initramfs})");
+                guest::linux(ws, initramfs)
+            }
+            GuestKind::BareMetal(name) => {
+                println!("== building test guest {name}");
+                guest::bare_metal(ws, name)
+            }
+        };
+        let built = built.map_err(|e| {
+            println!("error: {e:#}");
+            "the guest could not be prepared; see the error above".to_string()
+        });
+        guests.insert(guest.kind.clone(), built);
+    }
     for spec in specs {
-        if images.contains_key(&spec.variant) {
+        if images.contains_key(&spec.variant) || spec.guest.as_ref().is_some_and(|g| g.native) {
             continue;
         }
         println!("== building hyp ({})", spec.variant);
@@ -168,8 +190,17 @@ fn run_qemu_tests(
         for _ in 0..jobs {
             scope.spawn(|| {
                 while let Some(spec) = specs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let result = match &images[&spec.variant] {
-                        Ok(image) => run_one(qemu, spec, image, &logs),
+                    let image = match spec.guest.as_ref() {
+                        Some(g) if g.native => Ok(None),
+                        _ => images[&spec.variant].as_ref().map(Some),
+                    };
+                    let guest = spec
+                        .guest
+                        .as_ref()
+                        .map(|g| guests[&g.kind].as_ref())
+                        .transpose();
+                    let result = match image.and_then(|i| guest.map(|g| (i, g))) {
+                        Ok((image, guest)) => run_one(qemu, spec, image, guest, &logs),
                         Err(e) => TestResult {
                             name: spec.name.clone(),
                             failure: Some(e.clone()),
@@ -186,10 +217,18 @@ fn run_qemu_tests(
     Ok(results.into_inner().expect("no worker panics"))
 }
 
-fn run_one(qemu: &Path, spec: &Spec, image: &HypImage, logs: &Path) -> TestResult {
+fn run_one(
+    qemu: &Path,
+    spec: &Spec,
+    image: Option<&HypImage>,
+    guest: Option<&Images>,
+    logs: &Path,
+) -> TestResult {
     let start = Instant::now();
     let log = logs.join(format!("{}.log", spec.name));
-    let failure = boot(qemu, spec, image, &log).unwrap_or_else(|e| Some(format!("{e:#}")));
+    let failure = machine(qemu, spec, image, guest, &log)
+        .and_then(|m| boot(qemu, spec, &m, &log))
+        .unwrap_or_else(|e| Some(format!("{e:#}")));
     TestResult {
         name: spec.name.clone(),
         failure,
@@ -198,16 +237,44 @@ fn run_one(qemu: &Path, spec: &Spec, image: &HypImage, logs: &Path) -> TestResul
     }
 }
 
-/// Boots `image` as `spec` says, QEMU's output going to `log` after a header line with the
-/// command; returns why the run failed, if it did.
-fn boot(qemu: &Path, spec: &Spec, image: &HypImage, log: &Path) -> Result<Option<String>> {
-    let machine = Machine {
+/// The machine `spec` describes: the hypervisor `image` with the guest's boot DTB (written
+/// beside `log`) and modules, or the guest alone when it runs natively.
+fn machine(
+    qemu: &Path,
+    spec: &Spec,
+    image: Option<&HypImage>,
+    images: Option<&Images>,
+    log: &Path,
+) -> Result<Machine> {
+    let mut machine = Machine {
         smp: spec.smp,
         mem: spec.mem,
         machine_options: spec.machine_options.clone(),
         extra: spec.qemu_args.clone(),
-        ..Machine::new(image.bin.clone())
+        ..Machine::new(image.map(|i| i.bin.clone()).unwrap_or_default())
     };
+    let (Some(g), Some(images)) = (&spec.guest, images) else {
+        return Ok(machine);
+    };
+    let guest = Guest {
+        images: images.clone(),
+        cpus: g.cpus,
+        mem: g.mem,
+        append: g.append.clone().unwrap_or_else(|| match g.kind {
+            GuestKind::Linux { .. } => guest::LINUX_APPEND.to_string(),
+            GuestKind::BareMetal(_) => String::new(),
+        }),
+    };
+    if g.native {
+        return Ok(guest.native(machine));
+    }
+    guest.add_to(qemu, &mut machine, &log.with_extension("dtb"))?;
+    Ok(machine)
+}
+
+/// Boots `machine`, QEMU's output going to `log` after a header line with the command;
+/// returns why the run failed, if it did.
+fn boot(qemu: &Path, spec: &Spec, machine: &Machine, log: &Path) -> Result<Option<String>> {
     let args = machine.args();
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -261,7 +328,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_committed_tests_parse_and_cover_issue_2() {
+    fn the_committed_tests_parse_and_cover_issues_2_and_4() {
         let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests");
         let specs = load_specs(&tests).unwrap();
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
@@ -271,6 +338,8 @@ mod tests {
             "boot/el2-fault",
             "boot/panic",
             "boot/el1-entry",
+            "linux/boot",
+            "linux/shell",
         ] {
             assert!(names.contains(&name), "{name} missing from {names:?}");
         }

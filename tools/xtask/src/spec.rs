@@ -15,6 +15,12 @@
 //! forbid = panic at                  # must not appear
 //! exit = 0                           # 0, nonzero, or a number (default 0)
 //! timeout = 60                       # seconds (default 60)
+//! guest = linux                      # a guest VM: `linux` or a bare-metal guest's name
+//! initramfs = test                   # linux only: tests/linux/init-<recipe>.sh (default shell)
+//! guest-cpus = 2                     # the guest's vCPUs (default 1)
+//! guest-mem = 512M                   # the guest's RAM (default 512M linux, 64M bare-metal)
+//! append = console=ttyAMA0           # the guest's kernel command line
+//! native = true                      # run the guest at EL1 without the hypervisor
 //! ```
 //! Values run to the end of the line (a `#` starts a comment only at the start of a line);
 //! wrap a value in double quotes to keep leading or trailing spaces.
@@ -36,7 +42,34 @@ const KEYS: &[&str] = &[
     "forbid",
     "exit",
     "timeout",
+    "guest",
+    "initramfs",
+    "guest-cpus",
+    "guest-mem",
+    "append",
+    "native",
 ];
+
+/// What a test's guest boots.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GuestKind {
+    /// Debian's kernel with the initramfs from `tests/linux/init-<recipe>.sh`.
+    Linux { initramfs: String },
+    /// A bare-metal test guest, `tests/guests/src/bin/<name>.rs`.
+    BareMetal(String),
+}
+
+/// The guest VM of a test.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestSpec {
+    pub kind: GuestKind,
+    pub cpus: u32,
+    pub mem: Size,
+    /// The kernel command line; `None` means the kind's default.
+    pub append: Option<String>,
+    /// Run the guest directly under QEMU at EL1, without the hypervisor.
+    pub native: bool,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExpectedExit {
@@ -58,6 +91,8 @@ pub struct Spec {
     pub forbid: Vec<String>,
     pub exit: ExpectedExit,
     pub timeout: Duration,
+    /// Without a guest the hypervisor boots alone.
+    pub guest: Option<GuestSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,12 +106,24 @@ pub enum SpecErrorKind {
     NoEquals,
     UnknownKey(String),
     Repeated(&'static str),
-    BadNumber { key: &'static str, value: String },
+    BadNumber {
+        key: &'static str,
+        value: String,
+    },
     BadSize(size::SizeError),
     BadMachineOption(String),
     BadExit(String),
     EmptyValue(&'static str),
     NothingChecked,
+    BadGuestName(String),
+    BadBool {
+        key: &'static str,
+        value: String,
+    },
+    /// A guest key in a test without `guest`.
+    NeedsGuest(&'static str),
+    /// `initramfs` for a guest that is not Linux.
+    InitramfsNeedsLinux,
 }
 
 impl fmt::Display for SpecError {
@@ -93,7 +140,7 @@ impl fmt::Display for SpecError {
             SpecErrorKind::BadNumber { key, value } => {
                 write!(f, "`{key}` must be a positive whole number, not `{value}`")
             }
-            SpecErrorKind::BadSize(e) => write!(f, "`mem`: {e}"),
+            SpecErrorKind::BadSize(e) => write!(f, "size: {e}"),
             SpecErrorKind::BadMachineOption(o) => {
                 write!(f, "machine option `{o}` is not `key=value`")
             }
@@ -105,6 +152,23 @@ impl fmt::Display for SpecError {
                 f,
                 "the test checks no output; add at least one `expect` or `expect-anywhere`"
             ),
+            SpecErrorKind::BadGuestName(v) => write!(
+                f,
+                "`guest` must be `linux` or a bare-metal guest's name (letters, digits, - and _), \
+                 not `{v}`"
+            ),
+            SpecErrorKind::BadBool { key, value } => {
+                write!(f, "`{key}` must be true or false, not `{value}`")
+            }
+            SpecErrorKind::NeedsGuest(k) => {
+                write!(
+                    f,
+                    "`{k}` describes a guest; add `guest = linux` or `guest = <name>`"
+                )
+            }
+            SpecErrorKind::InitramfsNeedsLinux => {
+                write!(f, "`initramfs` is only for `guest = linux`")
+            }
         }
     }
 }
@@ -140,7 +204,15 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
         forbid: Vec::new(),
         exit: ExpectedExit::Code(0),
         timeout: Duration::from_secs(60),
+        guest: None,
     };
+    let mut guest_name: Option<String> = None;
+    let mut initramfs: Option<String> = None;
+    let mut guest_cpus: Option<u32> = None;
+    let mut guest_mem: Option<Size> = None;
+    let mut append: Option<String> = None;
+    let mut native = false;
+    let mut guest_keys: Vec<(usize, &'static str)> = Vec::new();
     let mut seen: Vec<&'static str> = Vec::new();
     let mut features = Vec::new();
     for (index, raw) in text.lines().enumerate() {
@@ -220,7 +292,88 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
                 }
             }
             "timeout" => spec.timeout = Duration::from_secs(number(value)?),
+            "guest" => {
+                let valid = value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                if !valid {
+                    return Err(err(line, SpecErrorKind::BadGuestName(value.to_string())));
+                }
+                guest_name = Some(value.to_string());
+            }
+            "initramfs" => initramfs = Some(value.to_string()),
+            "guest-cpus" => {
+                guest_cpus = Some(u32::try_from(number(value)?).map_err(|_| {
+                    err(
+                        line,
+                        SpecErrorKind::BadNumber {
+                            key,
+                            value: value.to_string(),
+                        },
+                    )
+                })?)
+            }
+            "guest-mem" => {
+                guest_mem =
+                    Some(size::parse(value).map_err(|e| err(line, SpecErrorKind::BadSize(e)))?)
+            }
+            "append" => append = Some(value.to_string()),
+            "native" => {
+                native = match value {
+                    "true" => true,
+                    "false" => false,
+                    v => {
+                        return Err(err(
+                            line,
+                            SpecErrorKind::BadBool {
+                                key,
+                                value: v.to_string(),
+                            },
+                        ));
+                    }
+                }
+            }
             _ => unreachable!("every key in KEYS is handled"),
+        }
+        if matches!(
+            key,
+            "initramfs" | "guest-cpus" | "guest-mem" | "append" | "native"
+        ) {
+            guest_keys.push((line, key));
+        }
+    }
+    match guest_name {
+        None => {
+            if let Some(&(line, key)) = guest_keys.first() {
+                return Err(err(line, SpecErrorKind::NeedsGuest(key)));
+            }
+        }
+        Some(name) => {
+            let linux = name == "linux";
+            if !linux && initramfs.is_some() {
+                let line = guest_keys
+                    .iter()
+                    .find(|(_, k)| *k == "initramfs")
+                    .map_or(0, |&(l, _)| l);
+                return Err(err(line, SpecErrorKind::InitramfsNeedsLinux));
+            }
+            spec.guest = Some(GuestSpec {
+                kind: if linux {
+                    GuestKind::Linux {
+                        initramfs: initramfs.unwrap_or_else(|| "shell".to_string()),
+                    }
+                } else {
+                    GuestKind::BareMetal(name)
+                },
+                cpus: guest_cpus.unwrap_or(1),
+                mem: guest_mem.unwrap_or(Size::from_mib(if linux {
+                    crate::guest::LINUX_MEM_MIB
+                } else {
+                    crate::guest::BARE_METAL_MEM_MIB
+                })),
+                append,
+                native,
+            });
         }
     }
     if spec.expect.is_empty() && spec.expect_anywhere.is_empty() {
@@ -372,6 +525,78 @@ timeout = 30
                 .to_string()
                 .starts_with("line 2: unknown key `smpp`")
         );
+    }
+
+    #[test]
+    fn guest_keys_describe_a_vm_with_defaults_by_kind() {
+        let spec = parse(
+            "t",
+            "guest = linux\ninitramfs = test\nguest-cpus = 2\nappend = \"quiet \"\nexpect = x\n",
+        )
+        .unwrap();
+        assert_eq!(
+            spec.guest,
+            Some(GuestSpec {
+                kind: GuestKind::Linux {
+                    initramfs: "test".into()
+                },
+                cpus: 2,
+                mem: Size::from_mib(512),
+                append: Some("quiet ".into()),
+                native: false,
+            })
+        );
+        let bare = parse("t", "guest = hvc\nnative = true\nexpect = x\n")
+            .unwrap()
+            .guest
+            .unwrap();
+        assert_eq!(bare.kind, GuestKind::BareMetal("hvc".into()));
+        assert_eq!(
+            (bare.cpus, bare.mem, bare.native),
+            (1, Size::from_mib(64), true)
+        );
+        assert_eq!(
+            parse("t", "guest = linux\nexpect = x")
+                .unwrap()
+                .guest
+                .unwrap()
+                .kind,
+            GuestKind::Linux {
+                initramfs: "shell".into()
+            }
+        );
+        assert_eq!(parse("t", "expect = x").unwrap().guest, None);
+    }
+
+    #[test]
+    fn guest_keys_without_a_fitting_guest_are_errors() {
+        let kind = |text: &str| parse("t", text).unwrap_err();
+        assert_eq!(
+            kind("expect = x\nguest-cpus = 2"),
+            err(2, SpecErrorKind::NeedsGuest("guest-cpus"))
+        );
+        assert_eq!(
+            kind("guest = hvc\ninitramfs = test\nexpect = x"),
+            err(2, SpecErrorKind::InitramfsNeedsLinux)
+        );
+        assert_eq!(
+            kind("guest = ../x\nexpect = x"),
+            err(1, SpecErrorKind::BadGuestName("../x".into()))
+        );
+        assert_eq!(
+            kind("guest = linux\nnative = yes\nexpect = x"),
+            err(
+                2,
+                SpecErrorKind::BadBool {
+                    key: "native",
+                    value: "yes".into()
+                }
+            )
+        );
+        assert!(matches!(
+            kind("guest = linux\nguest-mem = 12\nexpect = x").kind,
+            SpecErrorKind::BadSize(_)
+        ));
     }
 
     fn smp4() -> Spec {
