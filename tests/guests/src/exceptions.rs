@@ -166,7 +166,7 @@ macro_rules! vector_table {
             "exception_vectors:",
             $(
                 ".balign 0x80",
-                concat!("sub sp, sp, #", "{frame}"),
+                "sub sp, sp, #{frame}",
                 "stp x0, x1, [sp]",
                 concat!("mov x0, #", $n),
                 "b exception_common",
@@ -211,7 +211,7 @@ macro_rules! vector_table {
             "ldp x24, x25, [sp, #192]",
             "ldp x26, x27, [sp, #208]",
             "ldp x28, x29, [sp, #224]",
-            concat!("add sp, sp, #", "{frame}"),
+            "add sp, sp, #{frame}",
             "eret",
             frame = const FRAME_SIZE,
         );
