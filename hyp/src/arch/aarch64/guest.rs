@@ -160,11 +160,14 @@ pub fn create_all(
             heap_bytes >> 10
         ),
     }
-    // SAFETY: the frame allocator just gave these frames to us alone; they are RAM mapped at
-    // EL2. The ownership layer requires free frames to be zero.
-    unsafe { core::ptr::write_bytes(base.raw() as *mut u8, 0, (pool * PAGE_SIZE) as usize) };
-    clean_dcache_range(base.raw(), pool * PAGE_SIZE);
-    FRAMES.call_once(|| Mutex::new(FrameTable::new(Pfn::containing(base), pool)));
+    // The pool is zeroed frame by frame as the ownership layer first hands frames out.
+    FRAMES.call_once(|| {
+        Mutex::new(FrameTable::new_unzeroed(
+            Pfn::containing(base),
+            pool,
+            zero_pool_frames,
+        ))
+    });
     log::info!(
         "guest memory pool: {} frames at {} ({} MiB), stage 2: {}-bit IPA, {}-bit VMIDs",
         pool,
@@ -213,6 +216,17 @@ pub fn create_all(
     GUESTS.call_once(|| guests);
     sev();
     n
+}
+
+/// Zeroes pool frames the first time they are handed out, and cleans them to the point of
+/// coherency: a guest with its MMU off reads memory, not our cache, and must not see what the
+/// frame held before (another VM's data, or the hypervisor's).
+fn zero_pool_frames(first: Pfn, count: u64) {
+    let (at, len) = (first.base().raw(), count * PAGE_SIZE);
+    // SAFETY: the ownership layer zeroes only frames of the pool it owns, not yet handed to
+    // anyone; the pool is RAM mapped read-write at EL2.
+    unsafe { core::ptr::write_bytes(at as *mut u8, 0, len as usize) };
+    clean_dcache_range(at, len);
 }
 
 /// Why a domain could not be created.

@@ -567,3 +567,67 @@ fn errors_read_as_sentences() {
         "cannot migrate frame 0x100: it has 2 long-term pins"
     );
 }
+
+std::thread_local! {
+    /// What the unzeroed table under test asked to zero, as (first frame, count).
+    static ZEROED: RefCell<Vec<(u64, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn record_zero(pfn: Pfn, n: u64) {
+    ZEROED.with(|z| z.borrow_mut().push((pfn.raw(), n)));
+}
+
+/// Frame data for tests that only count: nothing is stored.
+struct NoData;
+
+impl FrameData for NoData {
+    fn zero_frame(&mut self, _: Pfn) {}
+    fn copy_frame(&mut self, _: Pfn, _: Pfn) {}
+}
+
+fn zeroed() -> Vec<(u64, u64)> {
+    ZEROED.with(|z| core::mem::take(&mut *z.borrow_mut()))
+}
+
+#[test]
+fn an_unzeroed_table_zeroes_frames_as_it_hands_them_out_and_cuts_runs_from_its_tail() {
+    // A base off the run alignment, so cutting a run skips frames.
+    let base = 0x1003u64;
+    let mut t = FrameTable::new_unzeroed(Pfn::new(base), 40, record_zero);
+    t.check_invariants();
+    assert_eq!(t.free_frames(), 40);
+    assert!(zeroed().is_empty(), "nothing is zeroed before it is used");
+
+    // Single frames come from the tail, each zeroed once.
+    assert_eq!(t.hyp_alloc().unwrap(), Pfn::new(base));
+    assert_eq!(zeroed(), vec![(base, 1)]);
+    // An aligned run of 8 starts at 0x1008: the frames skipped (0x1004..0x1008) go to the free
+    // list zeroed, the run itself is zeroed as it is handed out.
+    assert_eq!(t.hyp_alloc_run(8).unwrap(), Pfn::new(0x1008));
+    assert_eq!(zeroed(), vec![(0x1004, 4), (0x1008, 8)]);
+    t.check_invariants();
+    assert_eq!(t.free_frames(), 40 - 1 - 8);
+    // The skipped frames are handed out next, from the free list: no zeroing again.
+    let next = t.hyp_alloc().unwrap().raw();
+    assert!((0x1004..0x1008).contains(&next), "{next:#x}");
+    assert!(zeroed().is_empty());
+    // A freed frame is zeroed when it is freed (as in a zeroed table), and reused.
+    t.hyp_free(Pfn::new(base), &mut NoData).unwrap();
+    t.check_invariants();
+
+    // Run out: everything is handed out exactly once, then OutOfMemory.
+    let mut got = vec![base, next];
+    got.extend(0x1008..0x1010);
+    while let Ok(p) = t.hyp_alloc() {
+        got.push(p.raw());
+    }
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(got, (base..base + 40).collect::<Vec<_>>());
+    assert_eq!(t.free_frames(), 0);
+    assert!(matches!(
+        t.hyp_alloc_run(8),
+        Err(OwnershipError::OutOfMemory { .. })
+    ));
+    t.check_invariants();
+}
