@@ -35,22 +35,14 @@ else
     fail "timer interrupts did not advance on both CPUs ($b0 -> $a0, $b1 -> $a1)"
 fi
 
-# Memory: write 256 MiB of random bytes to a tmpfs file while checksumming the stream, then
-# checksum the file. Random data makes every page distinct, so pages that alias or lose writes
-# change the sum.
-mib=256
-mkdir -p /mnt/mem
-mount -t tmpfs -o size=$((mib + 16))m tmpfs /mnt/mem
-stream=$(head -c $((mib * 1024 * 1024)) /dev/urandom | tee /mnt/mem/data | md5sum | cut -d ' ' -f 1)
-size=$(wc -c < /mnt/mem/data)
-file=$(md5sum /mnt/mem/data | cut -d ' ' -f 1)
-if [ "$size" = $((mib * 1024 * 1024)) ] && [ "$stream" = "$file" ]; then
-    pass "wrote and verified $mib MiB (md5 $file)"
+# Memory: 256 MiB of anonymous memory written and read back twice, each word with a value
+# unique to its position and pass, so pages that alias, lose writes or go stale are caught.
+# (A compiled program: shell pipes are far too slow under TCG for hundreds of MiB.)
+if /bin/memtest 256; then
+    pass "wrote and verified 256 MiB"
 else
-    fail "memory: $size bytes written, stream md5 $stream, file md5 $file"
+    fail "memory: memtest 256 failed"
 fi
-rm /mnt/mem/data
-umount /mnt/mem
 
 if [ $failed = 0 ]; then
     echo "linux-test: all checks passed"

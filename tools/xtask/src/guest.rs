@@ -24,8 +24,8 @@ pub const BARE_METAL_MEM_MIB: u64 = 64;
 pub const DOMAIN_NAME: &str = "domU1";
 /// The bare-metal test guests' own workspace.
 const GUESTS_MANIFEST: &str = "tests/guests/Cargo.toml";
-const CNTVCT_MANIFEST: &str = "tests/linux/cntvct/Cargo.toml";
-const CNTVCT_TARGET: &str = "aarch64-unknown-none";
+const PROGS_MANIFEST: &str = "tests/linux/progs/Cargo.toml";
+const PROGS_TARGET: &str = "aarch64-unknown-none";
 
 /// The files a guest boots from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,12 +68,8 @@ pub fn build_initramfs(
         .with_context(|| format!("cannot read {}", script_path.display()))?;
     let busybox_bytes =
         std::fs::read(busybox).with_context(|| format!("cannot read {}", busybox.display()))?;
-    let cntvct = if initramfs::needs_cntvct(&script) {
-        Some(build_cntvct(ws)?)
-    } else {
-        None
-    };
-    let archive = initramfs::build(&script, &busybox_bytes, cntvct.as_deref())
+    let progs = build_progs(ws, &initramfs::progs_needed(&script))?;
+    let archive = initramfs::build(&script, &busybox_bytes, &progs)
         .with_context(|| format!("initramfs recipe {}", ws.display(script_path)))?;
     let dir = ws.target_dir.join("guest-images");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -82,10 +78,13 @@ pub fn build_initramfs(
     Ok(out)
 }
 
-/// The counter-printing program of `tests/linux/cntvct`, a static aarch64 Linux ELF.
-pub fn build_cntvct(ws: &Workspace) -> Result<Vec<u8>> {
-    ws.require_target(CNTVCT_TARGET)?;
-    let target_dir = ws.target_dir.join("cntvct");
+/// The static aarch64 Linux ELFs `names` of `tests/linux/progs`, as `(name, bytes)`.
+pub fn build_progs(ws: &Workspace, names: &[&'static str]) -> Result<Vec<(&'static str, Vec<u8>)>> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    ws.require_target(PROGS_TARGET)?;
+    let target_dir = ws.target_dir.join("progs");
     let status = ws
         .cargo()
         .args([
@@ -93,17 +92,24 @@ pub fn build_cntvct(ws: &Workspace) -> Result<Vec<u8>> {
             "--release",
             "--quiet",
             "--manifest-path",
-            CNTVCT_MANIFEST,
+            PROGS_MANIFEST,
         ])
-        .args(["--target", CNTVCT_TARGET, "--target-dir"])
+        .args(["--target", PROGS_TARGET, "--target-dir"])
         .arg(&target_dir)
         .status()
         .context("cannot run `cargo build`")?;
     if !status.success() {
-        bail!("building {CNTVCT_MANIFEST} failed; the compiler's messages are above");
+        bail!("building {PROGS_MANIFEST} failed; the compiler's messages are above");
     }
-    let elf = target_dir.join(CNTVCT_TARGET).join("release/cntvct");
-    std::fs::read(&elf).with_context(|| format!("cannot read {}", elf.display()))
+    names
+        .iter()
+        .map(|&name| {
+            let elf = target_dir.join(PROGS_TARGET).join("release").join(name);
+            let bytes =
+                std::fs::read(&elf).with_context(|| format!("cannot read {}", elf.display()))?;
+            Ok((name, bytes))
+        })
+        .collect()
 }
 
 /// The bare-metal test guest `name` (`tests/guests/src/bin/<name>.rs`), built and flattened to

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 /// Where recipes live, relative to the workspace root.
 pub const RECIPE_DIR: &str = "tests/linux";
-/// A recipe that mentions this path gets the counter-reading program there.
-pub const CNTVCT_PATH: &str = "/bin/cntvct";
+/// The programs of `tests/linux/progs`; a recipe that mentions `/bin/<name>` gets that one.
+pub const PROGS: &[&str] = &["cntvct", "memtest"];
 
 const S_IFDIR: u32 = 0o040_000;
 const S_IFREG: u32 = 0o100_000;
@@ -134,13 +134,18 @@ pub fn recipe_path(root: &Path, recipe: &str) -> Result<PathBuf> {
     )
 }
 
-/// Whether `script` needs the counter-reading program in its archive.
-pub fn needs_cntvct(script: &str) -> bool {
-    script.contains(CNTVCT_PATH)
+/// The programs of [`PROGS`] that `script` runs.
+pub fn progs_needed(script: &str) -> Vec<&'static str> {
+    PROGS
+        .iter()
+        .copied()
+        .filter(|p| script.contains(&format!("/bin/{p}")))
+        .collect()
 }
 
-/// The gzipped archive for `init` (the script's text), with `busybox` and, if given, `cntvct`.
-pub fn build(init: &str, busybox: &[u8], cntvct: Option<&[u8]>) -> Result<Vec<u8>> {
+/// The gzipped archive for `init` (the script's text), with `busybox` and `progs`
+/// (`(name, ELF)`, installed as `/bin/<name>`).
+pub fn build(init: &str, busybox: &[u8], progs: &[(&str, Vec<u8>)]) -> Result<Vec<u8>> {
     if !init.starts_with("#!") {
         bail!("an /init script must start with `#!/bin/sh`");
     }
@@ -166,8 +171,8 @@ pub fn build(init: &str, busybox: &[u8], cntvct: Option<&[u8]>) -> Result<Vec<u8
     cpio.file("/bin/busybox", 0o755, busybox);
     // Enough for the script's `#!` line; the script installs the other applets itself.
     cpio.symlink("/bin/sh", "busybox");
-    if let Some(cntvct) = cntvct {
-        cpio.file(CNTVCT_PATH, 0o755, cntvct);
+    for (name, elf) in progs {
+        cpio.file(&format!("/bin/{name}"), 0o755, elf);
     }
     cpio.file("/init", 0o755, init.as_bytes());
     let mut gz = GzEncoder::new(Vec::new(), Compression::default());
@@ -230,7 +235,12 @@ mod tests {
     #[test]
     fn the_initramfs_has_busybox_init_and_console() {
         use std::io::Read;
-        let gz = build("#!/bin/sh\necho hi\n", b"BUSYBOX", Some(b"CNT")).unwrap();
+        let gz = build(
+            "#!/bin/sh\necho hi\n",
+            b"BUSYBOX",
+            &[("cntvct", b"CNT".to_vec())],
+        )
+        .unwrap();
         let mut cpio = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])
             .read_to_end(&mut cpio)
@@ -242,7 +252,12 @@ mod tests {
         assert_eq!(find("init").3, b"#!/bin/sh\necho hi\n");
         assert_eq!(find("bin/cntvct").3, b"CNT");
         assert_eq!(find("dev/console").2, (5, 1));
-        assert!(build("echo no shebang", b"", None).is_err());
+        assert!(build("echo no shebang", b"", &[]).is_err());
+        assert_eq!(
+            progs_needed("#!/bin/sh\n/bin/memtest 256\n/bin/cntvct x\n"),
+            ["cntvct", "memtest"]
+        );
+        assert!(progs_needed("#!/bin/sh\ncntvct\n").is_empty());
     }
 
     #[test]
