@@ -140,7 +140,14 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
         // the mapping coherent afterwards is the sequence check under the MMU lock.
         f.get_page(&backing, gfn).expect("backed page");
         f.put_page(&backing, gfn).expect("reference just taken");
-        let block = block_backing(&backing, gfn);
+        // Logged pages are mapped page by page, so skip the block check (a scan of 512 guest
+        // pages) for them. The flag is read without the MMU lock: `fault_install` decides
+        // under the lock, and only ever narrows a block to a page.
+        let block = if self.dirty_view.logged_bit(gfn).is_some() {
+            None
+        } else {
+            block_backing(&backing, gfn)
+        };
         drop(backing);
         if self.tables_low() {
             self.refill_tables(&mut f, data).map_err(oom)?;

@@ -31,7 +31,7 @@ use spin::Mutex;
 
 use super::addr::{Gfn, Ipa, PAGE_SHIFT, PAGE_SIZE, Pa, Pfn};
 use super::descriptor::{LeafAttrs, Level, S2Perms};
-use super::dirty::DirtyLog;
+use super::dirty::{DirtyLog, DirtyObserver};
 use super::ownership::{
     FrameData, FrameTable, GuestMap, GuestPage, Invalidate, Op, OwnershipError, VmId,
 };
@@ -152,6 +152,9 @@ pub struct Vm<M: PhysMem, T: Tlb> {
     tables: Mutex<Vec<Pa>>,
     pub(crate) backing: Mutex<GuestMap>,
     pub(crate) mmu: Mutex<Mmu<M, T>>,
+    /// The dirty log's flags and bits, readable without the MMU lock (a hint for the fault
+    /// path's lookup; decisions are taken under the lock).
+    pub(crate) dirty_view: DirtyObserver,
     #[cfg(test)]
     pub(crate) bugs: Bugs,
 }
@@ -242,12 +245,14 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
                     e => MmuError::Stage2(e),
                 }
             })?;
+        let dirty = DirtyLog::new(pages.iter().copied());
         let vm = Self {
             id,
             backing: Mutex::new(GuestMap::new(id, &pages)),
+            dirty_view: dirty.observer(),
             mmu: Mutex::new(Mmu {
                 s2,
-                dirty: DirtyLog::new(pages.iter().copied()),
+                dirty,
                 inval: Invalidations::default(),
             }),
             regions: pages,

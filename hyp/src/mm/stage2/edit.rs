@@ -12,7 +12,8 @@ use alloc::vec::Vec;
 
 use crate::mm::addr::{Ipa, Pa};
 use crate::mm::descriptor::{
-    Annotation, AttrEncoding, Change, ENTRIES_PER_TABLE, Entry, Level, Pte, classify_change,
+    Annotation, AttrEncoding, Change, ENTRIES_PER_TABLE, Entry, LeafEncoder, Level, Pte,
+    classify_change,
 };
 use crate::mm::phys::{PhysMem, TableAlloc};
 use crate::mm::tlb::Tlb;
@@ -169,10 +170,10 @@ impl<T: Tlb, A: TableAlloc + ?Sized> Editor<'_, T, A> {
         let child = ctx.level.next().expect("level-3 pages cannot be split");
         let t = self.new_table(ctx.mem, ctx.ipa, child)?;
         let step = child.entry_size();
+        let encoder = LeafEncoder::new(attrs, self.enc);
         for i in 0..ENTRIES_PER_TABLE {
             let child_pa = Pa::new(pa.raw() + i as u64 * step);
-            ctx.mem
-                .write_pte(t, i, Pte::leaf(child_pa, child, attrs, self.enc));
+            ctx.mem.write_pte(t, i, encoder.leaf(child_pa, child));
         }
         self.break_entry(ctx);
         ctx.set(Pte::table(t));
