@@ -31,10 +31,13 @@ enum Xtask {
     ///
     /// The flat Image is what QEMU `-kernel` and U-Boot `booti` load; the ELF is for GDB.
     Build(build::BuildArgs),
-    /// Build, then boot the hypervisor under QEMU with the console on this terminal.
+    /// Build, then boot the hypervisor under QEMU with a Linux guest on this terminal.
     ///
-    /// Exits with the hypervisor's status: 0 after a clean shutdown, non-zero after a panic or
-    /// an unexpected EL2 exception, 124 on --timeout. Quit QEMU by hand with Ctrl-A X.
+    /// The guest is Debian's arm64 kernel with a busybox initramfs (fetched with apt-get on
+    /// first use), 2 vCPUs and 512 MiB, described to the hypervisor in the boot DTB the
+    /// dom0less way; its shell's `poweroff` ends the run. Exits with the hypervisor's status:
+    /// 0 after a clean shutdown, non-zero after a panic or an unexpected EL2 exception, 124 on
+    /// --timeout. Quit QEMU by hand with Ctrl-A X.
     /// QEMU is `$QEMU` if set, else qemu-system-aarch64 (installed with apt-get when missing
     /// and run as root on Debian/Ubuntu).
     Qemu(qemu::QemuArgs),
@@ -53,8 +56,10 @@ enum Xtask {
     Check,
     /// Run the benchmarks.
     ///
-    /// For now the host criterion benchmark of the stage-2 code (`cargo bench -p hyp --bench
-    /// stage2`); `--list` shows them all.
+    /// The host criterion benchmark of the stage-2 code, and guest boots under QEMU -icount
+    /// (one counter tick per instruction) natively and under the hypervisor: Linux to its init
+    /// banner, and the bare-metal `bench` guest. Ends with a markdown table (or --json);
+    /// `--list` shows them all.
     Bench(bench::BenchArgs),
 }
 
