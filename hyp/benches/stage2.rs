@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo bench -p hyp --bench stage2` (criterion statistics, then a summary table of
 //! ns/page and our time relative to aarch64-paging's; below 1.00 means we are faster);
-//! `-- summary` for the table alone.
+//! `-- summary` for the tables alone (also the VM-level figures from `support/vm.rs`: fault
+//! path, dirty harvest, eager vs lazy splitting for dirty logging).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -18,6 +19,9 @@ use hyp::mm::descriptor::{LeafAttrs, S2Perms};
 use hyp::mm::sim::{SimFrameAlloc, SimMemory};
 use hyp::mm::stage2::{CpuFeatures, MapFlags, Stage2, Stage2Config, Vmid};
 use hyp::mm::tlb::NoTlb;
+
+#[path = "support/vm.rs"]
+mod vm;
 
 const GIB: u64 = 1 << 30;
 const MIB2: u64 = 2 << 20;
@@ -261,16 +265,39 @@ fn theirs_map(t: &mut Theirs, base: u64, pages_only: bool) {
         .unwrap();
 }
 
-/// Best of `runs` timings of `op` on a fresh `setup()` each time.
-fn best<S: Teardown, R>(
+/// Timings of `op` on a fresh `setup()` each run: at least `MIN_RUNS` runs and `MIN_TIME` of
+/// measured time (at most `MAX_RUNS`), so short operations get many samples.
+fn sample<S: Teardown, R>(mut setup: impl FnMut() -> S, mut op: impl FnMut(&mut S) -> R) -> Stats {
+    const MIN_RUNS: usize = 15;
+    const MAX_RUNS: usize = 20_000;
+    const MIN_TIME: Duration = Duration::from_millis(300);
+    let mut runs = Vec::new();
+    let mut total = Duration::ZERO;
+    while runs.len() < MIN_RUNS || (total < MIN_TIME && runs.len() < MAX_RUNS) {
+        let t = timed(1, &mut setup, &mut op, S::teardown);
+        total += t;
+        runs.push(t);
+    }
+    Stats::of(runs)
+}
+
+/// Best and median of a set of timings.
+#[derive(Clone, Copy)]
+struct Stats {
+    best: Duration,
+    median: Duration,
     runs: usize,
-    mut setup: impl FnMut() -> S,
-    mut op: impl FnMut(&mut S) -> R,
-) -> Duration {
-    (0..runs)
-        .map(|_| timed(1, &mut setup, &mut op, S::teardown))
-        .min()
-        .unwrap()
+}
+
+impl Stats {
+    fn of(mut runs: Vec<Duration>) -> Self {
+        runs.sort_unstable();
+        Self {
+            best: runs[0],
+            median: runs[runs.len() / 2],
+            runs: runs.len(),
+        }
+    }
 }
 
 trait Teardown {
@@ -285,40 +312,34 @@ impl Teardown for Theirs {
     fn teardown(self) {}
 }
 
+fn ns(d: Duration, units: u64) -> f64 {
+    d.as_nanos() as f64 / units as f64
+}
+
 fn summary() {
-    const RUNS: usize = 7;
     let ipas = random_ipas();
-    let rows: [(&str, u64, Duration, Duration); 6] = [
+    let fresh = || Theirs::new(1, TheirStage2);
+    let rows: [(&str, u64, Stats, Stats); 6] = [
         (
             "map 1 GiB, 4 KiB pages",
             PAGES,
-            best(RUNS, ours, |s| ours_map(s, PAGE_BASE, true)),
-            best(
-                RUNS,
-                || Theirs::new(1, TheirStage2),
-                |t| theirs_map(t, PAGE_BASE, true),
-            ),
+            sample(ours, |s| ours_map(s, PAGE_BASE, true)),
+            sample(fresh, |t| theirs_map(t, PAGE_BASE, true)),
         ),
         (
             "map 1 GiB, 2 MiB blocks",
             PAGES,
-            best(RUNS, ours, |s| ours_map(s, BLOCK_BASE, false)),
-            best(
-                RUNS,
-                || Theirs::new(1, TheirStage2),
-                |t| theirs_map(t, BLOCK_BASE, false),
-            ),
+            sample(ours, |s| ours_map(s, BLOCK_BASE, false)),
+            sample(fresh, |t| theirs_map(t, BLOCK_BASE, false)),
         ),
         (
             "unmap 1 GiB of 4 KiB pages",
             PAGES,
-            best(
-                RUNS,
+            sample(
                 || ours_mapped(PAGE_BASE, true),
                 |s| ours_unmap(s, PAGE_BASE),
             ),
-            best(
-                RUNS,
+            sample(
                 || theirs_mapped(PAGE_BASE, true),
                 |t| theirs_unmap(t, PAGE_BASE, true),
             ),
@@ -326,13 +347,11 @@ fn summary() {
         (
             "unmap 1 GiB of 2 MiB blocks",
             PAGES,
-            best(
-                RUNS,
+            sample(
                 || ours_mapped(BLOCK_BASE, false),
                 |s| ours_unmap(s, BLOCK_BASE),
             ),
-            best(
-                RUNS,
+            sample(
                 || theirs_mapped(BLOCK_BASE, false),
                 |t| theirs_unmap(t, BLOCK_BASE, false),
             ),
@@ -340,34 +359,41 @@ fn summary() {
         (
             "write-protect 1 GiB of 4 KiB pages",
             PAGES,
-            best(RUNS, || ours_mapped(PAGE_BASE, true), ours_wp),
-            best(RUNS, || theirs_mapped(PAGE_BASE, true), theirs_wp),
+            sample(|| ours_mapped(PAGE_BASE, true), ours_wp),
+            sample(|| theirs_mapped(PAGE_BASE, true), theirs_wp),
         ),
         (
             "1M random translations (per lookup)",
             TRANSLATIONS as u64,
-            best(
-                RUNS,
+            sample(
                 || ours_mapped(PAGE_BASE, true),
-                |s| ours_translate(&s.0, &ipas),
+                |s| ours_translate(&s.0, black_box(&ipas)),
             ),
-            best(
-                RUNS,
+            sample(
                 || theirs_mapped(PAGE_BASE, true),
-                |t| theirs_translate(t, &ipas),
+                |t| theirs_translate(t, black_box(&ipas)),
             ),
         ),
     ];
     println!();
-    println!("stage-2 summary (best of {RUNS}; ns per 4 KiB page, or per lookup)");
     println!(
-        "{:<38} {:>10} {:>14} {:>12}",
-        "operation", "ours", "aarch64-paging", "ours/theirs"
+        "stage-2 vs aarch64-paging 0.12 (ns per 4 KiB page or per lookup; best run, ratio of \
+         best and of medians)"
     );
-    for (name, units, ours, theirs) in rows {
-        let o = ours.as_nanos() as f64 / units as f64;
-        let t = theirs.as_nanos() as f64 / units as f64;
-        println!("{name:<38} {o:>10.2} {t:>14.2} {:>12.2}", o / t);
+    println!(
+        "| operation | ours ns | aarch64-paging ns | ours/theirs (best) | ours/theirs (median) | runs |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, units, o, t) in rows {
+        println!(
+            "| {name} | {:.4} | {:.4} | {:.2} | {:.2} | {}/{} |",
+            ns(o.best, units),
+            ns(t.best, units),
+            ns(o.best, units) / ns(t.best, units),
+            ns(o.median, units) / ns(t.median, units),
+            o.runs,
+            t.runs
+        );
     }
     let count = |base, pages_only| {
         let s = ours_mapped(base, pages_only);
@@ -375,6 +401,7 @@ fn summary() {
         recycle(s);
         n
     };
+    println!();
     println!(
         "table pages for 1 GiB (root included): 1 GiB-aligned {} (one 1 GiB block), \
          2 MiB-aligned {} (512 2 MiB blocks), 4 KiB pages {}",
@@ -382,6 +409,54 @@ fn summary() {
         count(BLOCK_BASE, false),
         count(PAGE_BASE, true)
     );
+    println!(
+        "ownership metadata: {} bytes per 4 KiB frame ({} KiB per GiB of RAM)",
+        hyp::mm::ownership::FrameTable::bytes_per_frame(),
+        hyp::mm::ownership::FrameTable::bytes_per_frame() as u64 * PAGES / 1024
+    );
+    vm_summary();
+}
+
+/// The VM-level figures (no aarch64-paging counterpart).
+fn vm_summary() {
+    const RUNS: usize = 5;
+    println!();
+    let (fault, blocks) = vm::fault_path(RUNS);
+    println!(
+        "fault path: {:.1} ns per 4 KiB first-touch write fault (1 GiB, page order, \
+         frame populated + mapped; {blocks} faults mapped a 2 MiB block)",
+        fault.as_nanos() as f64
+    );
+    for dirty in [vm::PAGES, vm::PAGES / 64, 0] {
+        let t = vm::harvest(RUNS, dirty);
+        println!(
+            "dirty harvest of 1 GiB with {dirty} pages dirty: {:.1} us per GiB{}",
+            t.as_nanos() as f64 / 1e3,
+            if dirty > 0 {
+                format!(" ({:.2} ns per dirty page)", ns(t, dirty))
+            } else {
+                String::new()
+            }
+        );
+    }
+    println!();
+    println!("dirty logging on 1 GiB of 2 MiB blocks: enable, then N write faults spread evenly");
+    println!(
+        "| N faults | lazy enable us | lazy total us | lazy tables | eager enable us | eager total us | eager tables |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for n in [0, 1, 16, 512, 4096, vm::PAGES] {
+        let (le, lt, ltab) = vm::enable_then_faults(RUNS, false, n);
+        let (ee, et, etab) = vm::enable_then_faults(RUNS, true, n);
+        let us = |d: Duration| d.as_nanos() as f64 / 1e3;
+        println!(
+            "| {n} | {:.1} | {:.1} | {ltab} | {:.1} | {:.1} | {etab} |",
+            us(le),
+            us(lt),
+            us(ee),
+            us(et)
+        );
+    }
 }
 
 fn main() {
@@ -390,9 +465,13 @@ fn main() {
     // large mmap'd block first makes glibc raise its trim threshold, so freed tables stay in
     // the heap instead of going back to the OS and faulting in again on the next iteration.
     drop(black_box(vec![1u8; 16 << 20]));
-    // `cargo bench --bench stage2 -- summary`: only the table; any other filter: only the
-    // matching criterion benchmarks; no filter: both.
+    // `cargo bench --bench stage2 -- summary`: only the tables; `-- vm`: only the VM-level
+    // figures; any other filter: only the matching criterion benchmarks; no filter: both.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter.as_deref() == Some("vm") {
+        vm_summary();
+        return;
+    }
     if filter.as_deref() == Some("summary") {
         summary();
         return;

@@ -8,7 +8,7 @@ use crate::mm::tlb::Tlb;
 
 use super::Stage2Error;
 use super::edit::Editor;
-use super::walker::{Visit, VisitCtx, Visitor};
+use super::walker::{LeafRun, Visit, VisitCtx, Visitor};
 
 pub(crate) struct SplitVisitor<'e, T: Tlb, A: TableAlloc + ?Sized> {
     pub ed: Editor<'e, T, A>,
@@ -17,6 +17,14 @@ pub(crate) struct SplitVisitor<'e, T: Tlb, A: TableAlloc + ?Sized> {
 }
 
 impl<M: PhysMem, T: Tlb, A: TableAlloc + ?Sized> Visitor<M> for SplitVisitor<'_, T, A> {
+    const LEAF_RUNS: bool = true;
+
+    /// Level-3 entries cannot be split and are at every target already: nothing to visit
+    /// (this keeps a split of 2 MiB blocks from reading back the 512 pages it just wrote).
+    fn leaf_run(&mut self, _run: LeafRun<'_, M>) -> Result<(), Stage2Error> {
+        Ok(())
+    }
+
     #[inline(always)]
     fn visit(&mut self, ctx: &mut VisitCtx<'_, M>, _kind: Visit) -> Result<(), Stage2Error> {
         match ctx.entry() {
