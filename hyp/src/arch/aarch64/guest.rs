@@ -86,6 +86,8 @@ impl SerialOut for GuestConsole {
 
 struct Devices {
     uart: Option<Pl011<GuestConsole>>,
+    /// The virtual UART's interrupt line as last driven into the vGIC.
+    uart_line: bool,
     vgic: Vgic,
 }
 
@@ -225,7 +227,7 @@ fn zero_pool_frames(first: Pfn, count: u64) {
     let (at, len) = (first.base().raw(), count * PAGE_SIZE);
     // SAFETY: the ownership layer zeroes only frames of the pool it owns, not yet handed to
     // anyone; the pool is RAM mapped read-write at EL2.
-    unsafe { core::ptr::write_bytes(at as *mut u8, 0, len as usize) };
+    unsafe { super::memops::zero(at, len) };
     clean_dcache_range(at, len);
 }
 
@@ -354,6 +356,7 @@ fn create(
                     line: LineBuffer::new(),
                 })
             }),
+            uart_line: false,
             vgic,
         }),
         map: DeviceMap::qemu_virt(d.cpus as usize),
@@ -403,7 +406,7 @@ fn populate(
         let dst = pa.raw() + (from - page);
         // SAFETY: `pa` is a RAM frame this VM owns and no vCPU runs yet; the copy stays
         // inside it (`from..to` lies in one page).
-        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
+        unsafe { super::memops::copy(dst, src.as_ptr() as u64, src.len() as u64) };
         clean_dcache_range(dst, src.len() as u64);
         page += PAGE_SIZE;
     }
@@ -464,19 +467,24 @@ fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
     }
     guest_irq::vcpu_starting(g.first_pcpu + v);
     let mut gic_state = ich::VgicCpuState::default();
+    // A fresh vCPU starts from the reset virtual CPU interface state.
+    let mut lrs = LrTrack {
+        saved: true,
+        ..LrTrack::default()
+    };
     log::debug!("{}: vCPU {v} starts at {:#x}", g.name, req.entry);
     let next = loop {
         if !g.running.load(Ordering::Acquire) {
             break Next::StopVcpu;
         }
-        if !vgic_flush(g, v, &gic_state) {
+        if !vgic_flush(g, v, &gic_state, &mut lrs) {
             break Next::StopVm;
         }
         // SAFETY: configured above for this VM; PC/PSTATE are an EL1 state set by us or the
         // guest itself.
         let kind = unsafe { vcpu::run(&mut regs) };
         let (esr, far, hpfar) = vcpu::exit_syndrome();
-        vgic_sync(g, v, &mut gic_state);
+        vgic_sync(g, v, &mut gic_state, &mut lrs);
         let kind = ExitKind::from_raw(kind).expect("the vectors pass 0..=3");
         match handle_exit(g, v, &mut regs, exit::decode(kind, esr), far, hpfar) {
             Next::Resume => {}
@@ -517,14 +525,39 @@ fn vm_stopped(g: &Guest) {
     }
 }
 
+/// What the list registers hold since the last flush, so that exits with no interrupt
+/// traffic (most of them) skip rebuilding and reading them back.
+#[derive(Default)]
+struct LrTrack {
+    /// The last flush loaded a list register or asked for a maintenance interrupt.
+    loaded: bool,
+    /// The vGIC generation that flush saw.
+    generation: Option<u64>,
+    /// The virtual CPU interface state was saved (and the interface disabled) at the last exit
+    /// and must be restored; otherwise it is still live in the ICH registers.
+    saved: bool,
+}
+
 /// Loads this vCPU's virtual CPU interface and the interrupts the vGIC chose into the list
 /// registers. False when the vGIC refuses (a bug: the VM is stopped rather than run with
 /// interrupts lost).
-fn vgic_flush(g: &Guest, v: usize, state: &ich::VgicCpuState) -> bool {
-    match g.devices.lock().vgic.flush(v, ich::n_lrs()) {
+///
+/// Skipped when the last flush loaded nothing and the vGIC's generation has not moved: the
+/// flush would load nothing again (`Vgic::generation`), the list registers are all invalid
+/// and the virtual CPU interface state is still live (this pCPU runs only this vCPU).
+fn vgic_flush(g: &Guest, v: usize, state: &ich::VgicCpuState, track: &mut LrTrack) -> bool {
+    let mut dev = g.devices.lock();
+    if !track.loaded && track.generation == Some(dev.vgic.generation()) {
+        return true;
+    }
+    match dev.vgic.flush(v, ich::n_lrs()) {
         Ok(f) => {
-            ich::restore(state);
+            if core::mem::take(&mut track.saved) {
+                ich::restore(state);
+            }
             ich::apply_flush(&f);
+            track.loaded = f.used() > 0 || f.underflow;
+            track.generation = Some(dev.vgic.generation());
             true
         }
         Err(e) => {
@@ -534,9 +567,14 @@ fn vgic_flush(g: &Guest, v: usize, state: &ich::VgicCpuState) -> bool {
     }
 }
 
-/// Reads the list registers back into the vGIC model after an exit.
-fn vgic_sync(g: &Guest, v: usize, state: &mut ich::VgicCpuState) {
+/// Reads the list registers back into the vGIC model after an exit (nothing to read when the
+/// last flush loaded none).
+fn vgic_sync(g: &Guest, v: usize, state: &mut ich::VgicCpuState, track: &mut LrTrack) {
+    if !track.loaded {
+        return;
+    }
     ich::save(state);
+    track.saved = true;
     if let Err(e) = g.devices.lock().vgic.sync(v, &state.lrs[..ich::n_lrs()]) {
         log::error!("{}: vCPU {v}: vGIC sync: {e:?}", g.name);
     }
@@ -566,6 +604,10 @@ fn uart_update(dev: &mut Devices) -> Option<usize> {
     let uart = dev.uart.as_mut()?;
     guest_irq::take_input(|b| uart.rx_space() > 0 && uart.push_rx(b));
     let level = uart.irq_level();
+    // Only a change of the line is news to the vGIC (and a reason to rebuild list registers).
+    if level == core::mem::replace(&mut dev.uart_line, level) {
+        return None;
+    }
     dev.vgic
         .set_spi_level(Intid::spi(virt::UART_SPI), level)
         .ok()

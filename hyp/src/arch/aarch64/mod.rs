@@ -13,6 +13,7 @@ pub mod heap;
 pub mod ich;
 pub mod irq;
 pub mod layout;
+pub mod memops;
 pub mod mmu;
 pub mod percpu;
 pub mod pl011;

@@ -155,16 +155,14 @@ impl FrameData for HwFrameData {
         let at = pfn.base().raw();
         // SAFETY: the ownership layer calls this only for a frame no guest can reach (it is
         // being freed or handed out fresh) and that lies in RAM, mapped at EL2.
-        unsafe { core::ptr::write_bytes(at as *mut u8, 0, PAGE_SIZE as usize) };
+        unsafe { super::memops::zero(at, PAGE_SIZE) };
         clean_dcache_range(at, PAGE_SIZE);
     }
     fn copy_frame(&mut self, from: Pfn, to: Pfn) {
         let (src, dst) = (from.base().raw(), to.base().raw());
         // SAFETY: two distinct RAM frames; the ownership layer holds its lock and took every
         // guest translation of both away (migrate runs the VM's invalidation first).
-        unsafe {
-            core::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, PAGE_SIZE as usize)
-        };
+        unsafe { super::memops::copy(dst, src, PAGE_SIZE) };
         clean_dcache_range(dst, PAGE_SIZE);
     }
 }

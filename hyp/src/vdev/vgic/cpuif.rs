@@ -134,6 +134,9 @@ impl Vgic {
                 needed,
             });
         }
+        if needed > 0 {
+            self.generation += 1;
+        }
         for (slot, &raw) in lrs.iter().enumerate().take(needed) {
             let Some(shadow) = self.cpus[vcpu].lrs[slot].take() else {
                 continue;

@@ -197,6 +197,9 @@ pub struct Vgic {
     pub(crate) spis: Vec<Irq>,
     /// GICD_CTLR group enables.
     pub(crate) ctlr: u32,
+    /// Bumped by everything that may change what a vCPU's list registers should hold, so the
+    /// run loop can skip rebuilding them when nothing did (see [`Vgic::generation`]).
+    pub(crate) generation: u64,
 }
 
 impl Vgic {
@@ -253,7 +256,16 @@ impl Vgic {
             cpus,
             spis: alloc::vec![Irq::reset(false); spis as usize],
             ctlr: 0,
+            generation: 0,
         })
+    }
+
+    /// A number that changes whenever an interrupt may have become pending, enabled, routed
+    /// or otherwise changed (device lines, SGIs, register accesses, list registers folded
+    /// back). A vCPU whose last flush loaded no list register and asked for no maintenance
+    /// needs no new flush while this stays the same: the flush would load nothing again.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn vcpus(&self) -> usize {
@@ -275,11 +287,13 @@ impl Vgic {
 
     /// The distributor's MMIO view.
     pub fn distributor(&mut self) -> Distributor<'_> {
+        self.generation += 1;
         Distributor::new(self)
     }
 
     /// The redistributors' MMIO view (frame `i` at `i * GICR_STRIDE` is vCPU `i`'s).
     pub fn redistributors(&mut self) -> Redistributors<'_> {
+        self.generation += 1;
         Redistributors::new(self)
     }
 
@@ -290,6 +304,7 @@ impl Vgic {
     /// [`VgicError::NoSuchVcpu`], [`VgicError::NotAPpi`] (only private interrupts can be linked
     /// here), [`VgicError::BadPhysicalIntid`].
     pub fn link_hw(&mut self, vcpu: usize, intid: Intid, pintid: u32) -> Result<(), VgicError> {
+        self.generation += 1;
         if !intid.is_private() {
             return Err(VgicError::NotAPpi { intid });
         }
@@ -305,6 +320,7 @@ impl Vgic {
     /// # Errors
     /// [`VgicError::NoSuchVcpu`], [`VgicError::NotAPpi`].
     pub fn unlink_hw(&mut self, vcpu: usize, intid: Intid) -> Result<(), VgicError> {
+        self.generation += 1;
         if !intid.is_private() {
             return Err(VgicError::NotAPpi { intid });
         }
@@ -318,6 +334,7 @@ impl Vgic {
     /// # Errors
     /// [`VgicError::NotAnSpi`].
     pub fn set_spi_level(&mut self, intid: Intid, level: bool) -> Result<Option<usize>, VgicError> {
+        self.generation += 1;
         let i = self.spi_index(intid).ok_or(VgicError::NotAnSpi { intid })?;
         let spi = &mut self.spis[i];
         let rising = level && !spi.line;
@@ -333,6 +350,7 @@ impl Vgic {
     /// # Errors
     /// [`VgicError::NotAnSpi`].
     pub fn pulse_spi(&mut self, intid: Intid) -> Result<Option<usize>, VgicError> {
+        self.generation += 1;
         let i = self.spi_index(intid).ok_or(VgicError::NotAnSpi { intid })?;
         self.spis[i].pending_latch = true;
         Ok(self.spi_kick_target(i))
@@ -344,6 +362,7 @@ impl Vgic {
     /// # Errors
     /// [`VgicError::NoSuchVcpu`], [`VgicError::NotAPpi`].
     pub fn inject_ppi(&mut self, vcpu: usize, intid: Intid) -> Result<bool, VgicError> {
+        self.generation += 1;
         if !intid.is_ppi() {
             return Err(VgicError::NotAPpi { intid });
         }
@@ -363,6 +382,7 @@ impl Vgic {
         intid: Intid,
         level: bool,
     ) -> Result<bool, VgicError> {
+        self.generation += 1;
         if !intid.is_ppi() {
             return Err(VgicError::NotAPpi { intid });
         }
@@ -400,6 +420,7 @@ impl Vgic {
         group1: bool,
     ) -> Result<VcpuMask, VgicError> {
         self.cpu(sender)?;
+        self.generation += 1;
         let req = SgiRequest::decode(value);
         let mut hit = VcpuMask::EMPTY;
         for (v, cpu) in self.cpus.iter_mut().enumerate() {
