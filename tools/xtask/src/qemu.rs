@@ -20,6 +20,10 @@ const QEMU_BIN: &str = "qemu-system-aarch64";
 /// enters at EL1 and the hypervisor refuses to run) and the GIC is v3 (the vGIC emulates v3).
 pub const DEFAULT_MACHINE: &[(&str, &str)] = &[("virtualization", "on"), ("gic-version", "3")];
 
+/// `-cpu`: every feature TCG has; `pauth-impdef` makes pointer authentication cheap (the QARMA
+/// default dominates run time otherwise).
+const CPU: &str = "max,pauth-impdef=on";
+
 #[derive(clap::Args)]
 pub struct QemuArgs {
     /// Physical CPUs of the emulated machine [default: the guest's vCPUs, at least 2].
@@ -139,15 +143,14 @@ impl Machine {
         arg
     }
 
-    /// QEMU's arguments. `pauth-impdef` makes TCG's pointer authentication cheap (the QARMA
-    /// default dominates run time otherwise); `-semihosting` is how the hypervisor reports a
-    /// failure as QEMU's exit status.
+    /// QEMU's arguments. `-semihosting` is how the hypervisor reports a failure as QEMU's exit
+    /// status; `-nographic` puts the console and QEMU's monitor on stdio (Ctrl-A X quits).
     pub fn args(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = [
             "-M".to_string(),
             self.machine_arg(),
             "-cpu".into(),
-            "max,pauth-impdef=on".into(),
+            CPU.into(),
             "-smp".into(),
             self.smp.to_string(),
             "-m".into(),
@@ -197,7 +200,7 @@ impl Machine {
             "-M",
             &machine,
             "-cpu",
-            "max,pauth-impdef=on",
+            CPU,
             "-smp",
             &self.smp.to_string(),
             "-m",
@@ -512,6 +515,65 @@ mod tests {
         );
         assert!(args.windows(2).any(|w| w == ["-smp", "4"]));
         assert!(args.windows(2).any(|w| w == ["-m", "4096M"]));
+    }
+
+    #[test]
+    fn guests_add_a_dtb_and_loaders_and_native_runs_an_initrd() {
+        let m = Machine {
+            dtb: Some("boot.dtb".into()),
+            loaders: vec![
+                ("Image".into(), 0x7e00_0000),
+                ("a,b.cpio".into(), 0x7de0_0000),
+            ],
+            ..Machine::new("hyp.bin".into())
+        };
+        let args = strings(m.args());
+        let tail = &args[args.iter().position(|a| a == "hyp.bin").unwrap() + 1..];
+        assert_eq!(
+            tail,
+            [
+                "-dtb",
+                "boot.dtb",
+                "-device",
+                "loader,file=Image,addr=0x7e000000,force-raw=on",
+                "-device",
+                "loader,file=a,,b.cpio,addr=0x7de00000,force-raw=on"
+            ]
+        );
+        let native = Machine {
+            initrd: Some("initrd".into()),
+            append: Some("console=ttyAMA0 quiet".into()),
+            ..Machine::new("Image".into())
+        };
+        let args = strings(native.args());
+        let tail = &args[args.iter().position(|a| a == "Image").unwrap() + 1..];
+        assert_eq!(
+            tail,
+            ["-initrd", "initrd", "-append", "console=ttyAMA0 quiet"]
+        );
+    }
+
+    #[test]
+    fn the_dtb_dump_describes_the_same_machine() {
+        let m = Machine {
+            smp: 2,
+            machine_options: vec![("dtb-randomness".into(), "off".into())],
+            ..Machine::new("hyp.bin".into())
+        };
+        assert_eq!(
+            strings(m.dump_dtb_args(Path::new("/t/x.dtb"))),
+            [
+                "-M",
+                "virt,virtualization=on,gic-version=3,dtb-randomness=off,dumpdtb=/t/x.dtb",
+                "-cpu",
+                "max,pauth-impdef=on",
+                "-smp",
+                "2",
+                "-m",
+                "1024M",
+                "-nographic"
+            ]
+        );
     }
 
     #[test]
