@@ -153,6 +153,11 @@ impl<O: SerialOut> Pl011<O> {
         self.mis() != 0
     }
 
+    /// The output sink, the UART itself discarded (to reset it: `Pl011::new(u.into_output())`).
+    pub fn into_output(self) -> O {
+        self.out
+    }
+
     /// The output sink.
     pub fn output(&mut self) -> &mut O {
         &mut self.out

@@ -215,12 +215,14 @@ pub enum Counter {
     Irq,
     /// Virtual-timer interrupts forwarded (an event, not an exit of its own).
     VtimerIrq,
+    /// VM reboots (PSCI SYSTEM_RESET).
+    Reset,
     Fiq,
     SError,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 14] = [
+    pub const ALL: [Counter; 15] = [
         Counter::Hvc,
         Counter::Smc,
         Counter::Wfi,
@@ -233,6 +235,7 @@ impl Counter {
         Counter::UndefInjected,
         Counter::Irq,
         Counter::VtimerIrq,
+        Counter::Reset,
         Counter::Fiq,
         Counter::SError,
     ];
@@ -251,6 +254,7 @@ impl Counter {
             Counter::UndefInjected => "undef-injected",
             Counter::Irq => "irq",
             Counter::VtimerIrq => "vtimer-irq",
+            Counter::Reset => "reset",
             Counter::Fiq => "fiq",
             Counter::SError => "serror",
         }

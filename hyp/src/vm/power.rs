@@ -96,6 +96,13 @@ impl VmPower {
             .map(|_| req)
     }
 
+    /// Whether `vcpu` is off (neither running nor asked to start); true for no such vCPU.
+    pub fn is_off(&self, vcpu: usize) -> bool {
+        self.vcpus
+            .get(vcpu)
+            .is_none_or(|v| v.state.load(Ordering::Acquire) == OFF)
+    }
+
     /// `vcpu` stopped (CPU_OFF, or the VM went down).
     pub fn set_off(&self, vcpu: usize) {
         if let Some(v) = self.vcpus.get(vcpu) {

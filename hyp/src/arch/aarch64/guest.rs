@@ -104,6 +104,9 @@ pub struct Guest {
     hw: GuestConfig,
     ram: (u64, u64),
     running: AtomicBool,
+    /// A PSCI SYSTEM_RESET is under way: every vCPU leaves the guest.
+    resetting: AtomicBool,
+    boot: BootImages,
     has_uart: bool,
     /// "Logged once" flags: unhandled abort, unknown exit, SError.
     logged: [AtomicBool; 3],
@@ -286,32 +289,16 @@ fn create(
         &mut HwFrameData,
     )
     .map_err(CreateError::Memory)?;
-    let mut images: Vec<(u64, &[u8])> = Vec::new();
-    images.push((place.kernel, kernel));
-    if let (Some((at, _)), Some(bytes)) = (place.initrd, initrd) {
-        images.push((at, bytes));
-    }
-    images.push((place.dtb, &dtb));
-    for (at, bytes) in images {
-        populate(&mem, ram, at, bytes)?;
-    }
-    // The kernel's BSS and early allocations lie past its file, in blocks touched at once.
-    let block = BLOCK_PAGES * PAGE_SIZE;
-    for b in (place.kernel & !(block - 1)..place.kernel_end).step_by(block as usize) {
-        donate_block(&mem, ram, b);
-    }
-    // SAFETY: invalidating the instruction caches only drops cached instructions; the guest
-    // must fetch the code just copied, not stale lines.
-    unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
+    let boot = BootImages {
+        kernel,
+        initrd,
+        dtb,
+        place,
+    };
+    load_images(&mem, ram, &boot)?;
     stage2::register_vttbr(mem.vttbr());
     let power = VmPower::new((0..d.cpus).map(guest_dtb::vcpu_mpidr), ram.0, ram.1);
-    power.request_start(
-        0,
-        StartRequest {
-            entry: place.kernel,
-            context: place.dtb,
-        },
-    );
+    power.request_start(0, boot.start());
     let hw = GuestConfig {
         hcr: vcpu::guest_hcr(config.attr_encoding().fwb),
         vtcr: config.vtcr(),
@@ -319,12 +306,8 @@ fn create(
         vmpidr: 0,
         cntvoff: counter(),
     };
-    let mut vgic = Vgic::new(d.cpus as usize, DEFAULT_SPIS)
+    let vgic = new_vgic(d.cpus as usize)
         .map_err(|_| CreateError::Dtb(guest_dtb::GuestDtbError::TooManyCpus { cpus: d.cpus }))?;
-    for v in 0..d.cpus as usize {
-        vgic.link_hw(v, Intid::VTIMER, guest_irq::vtimer_intid())
-            .expect("PPI 27 of an existing vCPU can be linked");
-    }
     log::info!("{}: virtual counter offset {}", d.name, hw.cntvoff);
     log::info!(
         "domain {} = VM {id} (VMID {id}): {} MiB at IPA {:#x}, {} vCPU(s) on pCPU {}..{}, kernel at {:#x}, DTB at {:#x}{}, console {}",
@@ -364,9 +347,65 @@ fn create(
         hw,
         ram,
         running: AtomicBool::new(false),
+        resetting: AtomicBool::new(false),
+        boot,
         has_uart: d.vpl011,
         logged: [const { AtomicBool::new(false) }; 3],
     })
+}
+
+/// A VM's vGIC at reset: every vCPU's virtual timer linked to the physical one.
+fn new_vgic(vcpus: usize) -> Result<Vgic, crate::vdev::vgic::VgicError> {
+    let mut vgic = Vgic::new(vcpus, DEFAULT_SPIS)?;
+    for v in 0..vcpus {
+        vgic.link_hw(v, Intid::VTIMER, guest_irq::vtimer_intid())?;
+    }
+    Ok(vgic)
+}
+
+/// What a VM boots from, kept for its reboots (PSCI SYSTEM_RESET).
+struct BootImages {
+    kernel: &'static [u8],
+    initrd: Option<&'static [u8]>,
+    dtb: Vec<u8>,
+    place: layout::GuestLayout,
+}
+
+impl BootImages {
+    /// vCPU 0's first instruction and x0 (booting.rst).
+    fn start(&self) -> StartRequest {
+        StartRequest {
+            entry: self.place.kernel,
+            context: self.place.dtb,
+        }
+    }
+}
+
+/// Copies kernel, initrd and DTB into guest RAM (into freshly donated frames).
+fn load_images(
+    mem: &crate::mm::vm::Vm<HwPhysMem, HwTlb>,
+    ram: (u64, u64),
+    boot: &BootImages,
+) -> Result<(), CreateError> {
+    let place = &boot.place;
+    let mut images: Vec<(u64, &[u8])> = Vec::new();
+    images.push((place.kernel, boot.kernel));
+    if let (Some((at, _)), Some(bytes)) = (place.initrd, boot.initrd) {
+        images.push((at, bytes));
+    }
+    images.push((place.dtb, &boot.dtb));
+    for (at, bytes) in images {
+        populate(mem, ram, at, bytes)?;
+    }
+    // The kernel's BSS and early allocations lie past its file, in blocks touched at once.
+    let block = BLOCK_PAGES * PAGE_SIZE;
+    for b in (place.kernel & !(block - 1)..place.kernel_end).step_by(block as usize) {
+        donate_block(mem, ram, b);
+    }
+    // SAFETY: invalidating the instruction caches only drops cached instructions; the guest
+    // must fetch the code just copied, not stale lines.
+    unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
+    Ok(())
 }
 
 /// Copies `bytes` to guest RAM at `at`, page by page, into frames donated to the VM.
@@ -432,6 +471,7 @@ pub fn pcpu_main(cpu: usize) -> ! {
         }
         if let Some((g, v)) = assignment(cpu)
             && g.running.load(Ordering::Acquire)
+            && !g.resetting.load(Ordering::Acquire)
             && let Some(req) = g.power.take_start(v)
         {
             run_vcpu(g, v, req);
@@ -446,8 +486,10 @@ enum Next {
     Resume,
     /// CPU_OFF: this vCPU stops; the pCPU waits for the next CPU_ON.
     StopVcpu,
-    /// SYSTEM_OFF / SYSTEM_RESET / a fatal VM error: the whole VM stops.
+    /// SYSTEM_OFF / a fatal VM error: the whole VM stops.
     StopVm,
+    /// SYSTEM_RESET: every vCPU stops, the VM is rebuilt and vCPU 0 restarts.
+    ResetVm,
 }
 
 fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
@@ -474,7 +516,7 @@ fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
     };
     log::debug!("{}: vCPU {v} starts at {:#x}", g.name, req.entry);
     let next = loop {
-        if !g.running.load(Ordering::Acquire) {
+        if !g.running.load(Ordering::Acquire) || g.resetting.load(Ordering::Acquire) {
             break Next::StopVcpu;
         }
         if !vgic_flush(g, v, &gic_state, &mut lrs) {
@@ -494,9 +536,103 @@ fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
     // SAFETY: the vCPU is off: its timer must not raise interrupts for nobody.
     unsafe { write_sysreg!("cntv_ctl_el0", 0u64) };
     g.power.set_off(v);
-    if matches!(next, Next::StopVm) {
-        vm_stopped(g);
+    match next {
+        Next::StopVm => vm_stopped(g),
+        Next::ResetVm => reset_vm(g, v),
+        Next::Resume | Next::StopVcpu => {}
     }
+}
+
+/// How long a reset waits for the other vCPUs to leave the guest.
+const RESET_WAIT_MS: u64 = 1000;
+
+/// PSCI SYSTEM_RESET, on the pCPU of vCPU `v` (already off): once every vCPU is out, gives all
+/// guest memory back (zeroed, with break-before-make and TLB invalidation), resets the
+/// virtual devices, reloads the boot images and starts vCPU 0 as at creation. The vCPUs keep
+/// their pCPUs, the VM its VMID, stage-2 root and virtual counter.
+fn reset_vm(g: &'static Guest, v: usize) {
+    g.resetting.store(true, Ordering::Release);
+    for other in (0..g.power.vcpus()).filter(|&o| o != v) {
+        guest_irq::kick(g.first_pcpu + other);
+    }
+    let deadline = counter() + super::sysreg::counter_frequency() * RESET_WAIT_MS / 1000;
+    while !(0..g.power.vcpus()).all(|o| g.power.is_off(o)) {
+        if counter() > deadline {
+            log::error!(
+                "{}: reset: a vCPU did not stop; powering the VM off",
+                g.name
+            );
+            g.resetting.store(false, Ordering::Release);
+            vm_stopped(g);
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    if let Err(e) = reclaim_all(g) {
+        log::error!(
+            "{}: reset: giving memory back: {e}; powering the VM off",
+            g.name
+        );
+        g.resetting.store(false, Ordering::Release);
+        vm_stopped(g);
+        return;
+    }
+    {
+        let mut dev = g.devices.lock();
+        if let Some(u) = dev.uart.as_mut() {
+            u.output().show_partial();
+        }
+        dev.vgic = new_vgic(g.power.vcpus()).expect("the VM's vGIC was created with these vCPUs");
+        dev.uart_line = false;
+        dev.uart = dev.uart.take().map(|u| Pl011::new(u.into_output()));
+    }
+    if let Err(e) = load_images(&g.mem, g.ram, &g.boot) {
+        log::error!(
+            "{}: reset: reloading the images: {e}; powering the VM off",
+            g.name
+        );
+        g.resetting.store(false, Ordering::Release);
+        vm_stopped(g);
+        return;
+    }
+    g.stats.count(Counter::Reset);
+    log::info!(
+        "{}: reset: memory given back, images reloaded, vCPU 0 restarts",
+        g.name
+    );
+    g.resetting.store(false, Ordering::Release);
+    g.power.request_start(0, g.boot.start());
+    sev();
+}
+
+/// Reclaims every page of guest RAM that has a frame, a whole block at a time where it can.
+fn reclaim_all(g: &Guest) -> Result<(), crate::mm::ownership::OwnershipError> {
+    let block = BLOCK_PAGES * PAGE_SIZE;
+    let mut ipa = g.ram.0;
+    while ipa < g.ram.0 + g.ram.1 {
+        let owned = |a: u64| matches!(g.mem.backing(Ipa::new(a)), GuestPage::Owned(_));
+        if ipa.is_multiple_of(block)
+            && ipa + block <= g.ram.0 + g.ram.1
+            && (0..BLOCK_PAGES).all(|i| owned(ipa + i * PAGE_SIZE))
+        {
+            g.mem
+                .reclaim(frames(), &mut HwFrameData, Ipa::new(ipa), block)?;
+            ipa += block;
+            continue;
+        }
+        match g.mem.backing(Ipa::new(ipa)) {
+            GuestPage::NoPage => {}
+            GuestPage::Owned(_) => {
+                g.mem
+                    .reclaim(frames(), &mut HwFrameData, Ipa::new(ipa), PAGE_SIZE)?
+            }
+            _ => g
+                .mem
+                .unshare(frames(), &mut HwFrameData, Ipa::new(ipa), PAGE_SIZE)?,
+        }
+        ipa += PAGE_SIZE;
+    }
+    Ok(())
 }
 
 /// A VM has stopped: report it; power the machine off when it was the last.
@@ -769,11 +905,8 @@ fn psci_call(g: &Guest, regs: &mut GuestRegs) -> Next {
             Next::StopVm
         }
         PsciAction::SystemReset => {
-            log::warn!(
-                "{}: PSCI SYSTEM_RESET: restarting a VM is not implemented yet; powering it off",
-                g.name
-            );
-            Next::StopVm
+            log::info!("{}: PSCI SYSTEM_RESET", g.name);
+            Next::ResetVm
         }
     }
 }
