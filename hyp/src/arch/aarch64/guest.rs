@@ -853,10 +853,18 @@ fn handle_exit(
                 g,
                 2,
                 format_args!(
-                    "{}: vCPU {v}: SError (ESR {esr:#x}) while the guest ran; ignored",
+                    "{}: vCPU {v}: SError (ESR {esr:#x}) while the guest ran: virtual SError injected",
                     g.name
                 ),
             );
+            // The error belongs to what the guest did (a write to a device that failed
+            // later): it is the guest's to handle, as on hardware, through a virtual SError
+            // (HCR_EL2.VSE, taken once the guest unmasks SErrors; the PE clears the bit).
+            const HCR_VSE: u64 = 1 << 8;
+            let hcr = read_sysreg!("hcr_el2") | HCR_VSE;
+            // SAFETY: only this vCPU's pending virtual SError changes; HCR_EL2's other bits are
+            // written back as they were.
+            unsafe { write_sysreg!("hcr_el2", hcr) };
             Next::Resume
         }
         ExitReason::Other { ec } => {
