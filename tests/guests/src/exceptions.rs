@@ -88,7 +88,24 @@ pub fn disable_irqs() {
     unsafe { core::arch::asm!("msr daifset, #2", options(nomem, nostack)) };
 }
 
-/// Waits for an interrupt (it may also return spuriously; callers loop on a condition).
+/// Waits in WFI while `waiting()` holds, taking interrupts in between; returns with IRQs
+/// unmasked. IRQs are masked from each check to its WFI (which still wakes on a pending
+/// interrupt): with them unmasked, an interrupt taken just after the check would leave the WFI
+/// waiting for the next one, which may never come.
+pub fn wait_for_interrupt_while(mut waiting: impl FnMut() -> bool) {
+    loop {
+        disable_irqs();
+        if !waiting() {
+            break;
+        }
+        wait_for_interrupt();
+        enable_irqs();
+    }
+    enable_irqs();
+}
+
+/// Waits for an interrupt (it may also return spuriously; callers loop on a condition, and
+/// with IRQs unmasked must mind the race [`wait_for_interrupt_while`] avoids).
 pub fn wait_for_interrupt() {
     // SAFETY: WFI only suspends execution until an interrupt or event.
     unsafe { core::arch::asm!("dsb sy", "wfi", options(nomem, nostack)) };

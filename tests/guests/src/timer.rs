@@ -112,21 +112,9 @@ pub fn wfi_until(ms: u64, mut done: impl FnMut() -> bool) -> Result<bool, gic::E
     WATCHDOG[cpu::index()].store(true, Ordering::Release);
     set_compare(deadline);
     set_control(CTL_ENABLE);
-    let finished = loop {
-        // Masked between the check and the WFI, so a wake-up in between is not lost: WFI
-        // still returns on a pending interrupt, which is then taken once unmasked.
-        exceptions::disable_irqs();
-        if done() {
-            break true;
-        }
-        if counter() >= deadline {
-            break done();
-        }
-        exceptions::wait_for_interrupt();
-        exceptions::enable_irqs();
-    };
+    exceptions::wait_for_interrupt_while(|| !done() && counter() < deadline);
+    let finished = done();
     set_control(0);
     WATCHDOG[cpu::index()].store(false, Ordering::Release);
-    exceptions::enable_irqs();
     Ok(finished)
 }

@@ -137,9 +137,7 @@ fn vtimer() -> u64 {
     IRQ_AT.store(0, Ordering::Release);
     timer::set_compare(timer::counter() + TIMER_LEAD);
     timer::set_control(CTL_ENABLE);
-    while IRQ_AT.load(Ordering::Acquire) == 0 {
-        exceptions::wait_for_interrupt();
-    }
+    exceptions::wait_for_interrupt_while(|| IRQ_AT.load(Ordering::Acquire) == 0);
     exceptions::disable_irqs();
     timer::set_control(0);
     TIMER_LATE.load(Ordering::Relaxed)

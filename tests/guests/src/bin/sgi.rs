@@ -60,7 +60,8 @@ fn secondary(_context: u64) -> ! {
     }
     READY.store(1, Ordering::Release);
     exceptions::enable_irqs();
-    // vCPU 0 ends the test (SYSTEM_OFF) once it has all the answers.
+    // vCPU 0 ends the test (SYSTEM_OFF) once it has all the answers. A PING taken between
+    // two WFIs is already answered, so this wait needs no masking.
     loop {
         exceptions::wait_for_interrupt();
     }
