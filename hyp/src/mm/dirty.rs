@@ -11,13 +11,35 @@
 //!   starts with). Then the region is write-protected. Blocks are kept as read-only blocks and
 //!   split lazily on the first write fault: enabling costs one entry per 2 MiB instead of 512,
 //!   regions that are only read never get tables, and the fault that splits has to take the MMU
-//!   lock anyway.
+//!   lock anyway (figures below).
 //! - Write fault in a logged region: the page's bit is set *before* a writable entry is
 //!   installed (the seed's rule: mark dirty, then establish the writable mapping).
 //! - Harvest: for the pages whose bit is set, write-protect their entries and complete the TLB
 //!   invalidation, and only then clear the bits and report the pages. A write after the harvest
 //!   therefore faults and sets the bit again: it is in the next harvest (rule 4).
 //! - Disable: bits are dropped and writable entries and block mappings are restored.
+//!
+//! # Lazy, not eager, block splitting (measured)
+//! Enabling on memory mapped with 2 MiB blocks can split every block into 4 KiB pages right
+//! away (eager, as KVM's eager page split does after write-protecting) or leave read-only blocks
+//! for the first write fault in each to split (lazy). `cargo bench -p hyp --bench stage2 -- vm`
+//! measures enable plus N write faults spread evenly over 1 GiB of blocks (host, TLBI off,
+//! best of 5; "tables" = stage-2 table pages afterwards, root included):
+//!
+//! | N write faults | lazy: enable / total | tables | eager: enable / total | tables |
+//! |---:|---:|---:|---:|---:|
+//! | 0 | 8.6 us / 9.0 us | 2 | 514 us / 514 us | 514 |
+//! | 1 | 8.4 us / 11.7 us | 3 | 504 us / 506 us | 514 |
+//! | 16 | 9.0 us / 27.2 us | 18 | 496 us / 501 us | 514 |
+//! | 512 (one per block) | 9.4 us / 645 us | 514 | 516 us / 587 us | 514 |
+//! | 4096 | 7.8 us / 963 us | 514 | 471 us / 990 us | 514 |
+//! | 262144 (every page) | 8.4 us / 33.6 ms | 514 | 526 us / 34.9 ms | 514 |
+//!
+//! Lazy enables ~60x faster (512 block entries write-protected instead of 512 tables built),
+//! allocates tables only for blocks that are written, and costs at most ~10% more in total in
+//! its worst case (exactly one write per block). Eager's one advantage is a shorter first write
+//! fault per block (~0.15 us instead of ~1.2 us with the split under the MMU lock), small next
+//! to a guest exit on hardware. So: lazy.
 //! - Bitmaps are allocated with the VM (one bit per page, 32 KiB per GiB), so enabling cannot
 //!   fail for lack of memory, and they are atomics so the host simulation can check I3 between
 //!   any two primitive steps while an operation holds the MMU lock.
@@ -222,11 +244,17 @@ impl DirtyLog {
         let log = &self.regions[region];
         let first = gfn.raw() - log.base.raw();
         debug_assert!(first + n <= log.pages);
-        for i in first..first + n {
-            let b = 1 << (i % WORD_BITS);
-            if log.shared.word(i).fetch_and(!b, Ordering::Relaxed) & b != 0 {
-                out[(i / WORD_BITS) as usize] |= b;
-            }
+        // A word at a time: one atomic clear per 64 pages, not per page.
+        let end = first + n;
+        let mut i = first;
+        while i < end {
+            let w = i / WORD_BITS;
+            let lo = i % WORD_BITS;
+            let hi = (end - w * WORD_BITS).min(WORD_BITS);
+            let mask = (u64::MAX >> (WORD_BITS - (hi - lo))) << lo;
+            let old = log.shared.bits[w as usize].fetch_and(!mask, Ordering::Relaxed);
+            out[w as usize] |= old & mask;
+            i = (w + 1) * WORD_BITS;
         }
     }
 
@@ -529,6 +557,15 @@ mod tests {
         let mut out = alloc::vec![0; 3];
         l.take(0, Gfn::new(0x13f), 2, &mut out);
         assert_eq!(out, [1 << 63, 1, 0]);
+        // A range spanning whole words and partial ones clears only inside it.
+        for g in 0x100..0x100 + 130 {
+            l.mark(Gfn::new(g));
+        }
+        let mut out = alloc::vec![0; 3];
+        l.take(0, Gfn::new(0x103), 126, &mut out);
+        assert_eq!(out, [u64::MAX << 3, u64::MAX, 0b1]);
+        let left: Vec<_> = l.dirty_runs(0).map(|(g, n)| (g.raw(), n)).collect();
+        assert_eq!(left, [(0x100, 3), (0x181, 1)]);
         assert!(l.is_dirty(Gfn::new(0x101)) && !l.is_dirty(Gfn::new(0x140)));
         assert!(l.stop(0));
         assert!(!l.is_dirty(Gfn::new(0x101)) && !l.any_logging());
