@@ -17,8 +17,13 @@ if [ -n "$cmd" ]; then
     $cmd
 else
     echo "init: type poweroff to end the run"
-    # cttyhack gives the shell the console as its controlling terminal, so Ctrl-C works.
-    setsid cttyhack sh
+    # busybox's poweroff signals PID 1 (USR2; USR1 for halt, TERM for reboot). A shell runs a
+    # trap only once its foreground command ends, but `wait` returns at once: so the shell
+    # runs in the background, on the console (cttyhack makes it the controlling terminal, so
+    # Ctrl-C works).
+    trap 'echo "init: powering off"; poweroff -f' USR1 USR2 TERM
+    setsid cttyhack sh </dev/console >/dev/console 2>&1 &
+    wait $!
 fi
 echo "init: powering off"
 poweroff -f
