@@ -10,6 +10,7 @@ pub mod idmap;
 pub mod irq_table;
 pub mod log;
 pub mod mm;
+pub mod monitor;
 pub mod platform;
 pub mod vdev;
 pub mod vm;
