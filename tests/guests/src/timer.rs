@@ -98,23 +98,39 @@ pub(crate) fn take_watchdog() -> bool {
     armed
 }
 
+/// Longest WFI of [`wfi_until`] before it looks at its condition again.
+const NAP_MS: u64 = 1;
+
 /// Waits in WFI until `done` returns true or `ms` milliseconds pass; returns whether it
-/// finished in time. For waits on another vCPU's interrupt: a halted vCPU lets a
-/// single-threaded emulator (QEMU with -icount) run the others, where a polling loop may not.
-/// Arms this vCPU's virtual timer as the timeout, so it must not be used while a test uses the
-/// timer itself; enables the timer's PPI in this vCPU's redistributor. Leaves IRQs unmasked.
+/// finished in time. For waits on another vCPU: a halted vCPU lets a single-threaded emulator
+/// (QEMU with -icount) run the others, where a polling loop may not. The virtual timer wakes
+/// this vCPU at least every millisecond, so `done` need not be made true by an interrupt, and it
+/// must not be used while a test uses the timer itself. Needs the distributor and this vCPU's
+/// CPU interface set up (`gic`); enables the timer's PPI here. Leaves IRQs unmasked.
 ///
 /// # Errors
 /// The redistributor could not be found or woken.
 pub fn wfi_until(ms: u64, mut done: impl FnMut() -> bool) -> Result<bool, gic::Error> {
     Redistributor::this_cpu()?.enable(VTIMER_INTID, 0x80);
+    let watchdog = &WATCHDOG[cpu::index()];
     let deadline = counter().saturating_add(ms_to_ticks(ms));
-    WATCHDOG[cpu::index()].store(true, Ordering::Release);
-    set_compare(deadline);
-    set_control(CTL_ENABLE);
-    exceptions::wait_for_interrupt_while(|| !done() && counter() < deadline);
-    let finished = done();
+    let nap = ms_to_ticks(NAP_MS).max(1);
+    let finished = loop {
+        if done() {
+            break true;
+        }
+        let now = counter();
+        if now >= deadline {
+            break done();
+        }
+        watchdog.store(true, Ordering::Release);
+        set_compare(now.saturating_add(nap).min(deadline));
+        set_control(CTL_ENABLE);
+        // Ends when `done` or when the timer fired (`take_watchdog` cleared the flag).
+        exceptions::wait_for_interrupt_while(|| !done() && watchdog.load(Ordering::Acquire));
+    };
     set_control(0);
-    WATCHDOG[cpu::index()].store(false, Ordering::Release);
+    watchdog.store(false, Ordering::Release);
+    exceptions::enable_irqs();
     Ok(finished)
 }

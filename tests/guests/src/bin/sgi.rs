@@ -78,16 +78,16 @@ fn main() -> ! {
     if let Err(e) = cpu::start(SECONDARY, secondary, 0) {
         report::error(format_args!("CPU_ON of vCPU 1 failed: {e}"));
     }
-    let up = timer::wait_until(TIMEOUT_MS, || READY.load(Ordering::Acquire) != 0);
+    let up = timer::wfi_until(TIMEOUT_MS, || READY.load(Ordering::Acquire) != 0)
+        .unwrap_or_else(|e| report::error(format_args!("vCPU 0 redistributor: {e:?}")));
     match READY.load(Ordering::Acquire) {
         1 => {}
         2 => report::error(format_args!("vCPU 1 could not set up its redistributor")),
         _ => report::error(format_args!(
-            "vCPU 1 not ready {TIMEOUT_MS} ms after CPU_ON ({up})"
+            "vCPU 1 not ready {TIMEOUT_MS} ms after CPU_ON (in time: {up})"
         )),
     }
 
-    exceptions::enable_irqs();
     for round in 1..=ROUNDS {
         gic::send_sgi(PING, SECONDARY);
         let answered = timer::wfi_until(TIMEOUT_MS, || PONGS.load(Ordering::Acquire) >= round);
