@@ -121,7 +121,8 @@ fn collect_test_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
         std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     for entry in entries {
         let path = entry?.path();
-        if path.is_dir() {
+        // Guest crates under tests/ may keep a local cargo `target/`; nothing there is a test.
+        if path.is_dir() && !path.ends_with("target") {
             collect_test_files(&path, files)?;
         } else if path.extension().is_some_and(|e| e == "test") {
             files.push(path);
@@ -353,6 +354,8 @@ mod tests {
         std::fs::write(dir.join("b/deep/two.test"), "expect = y\n").unwrap();
         std::fs::write(dir.join("a.test"), "expect = x\n").unwrap();
         std::fs::write(dir.join("notes.md"), "not a test").unwrap();
+        std::fs::create_dir_all(dir.join("b/target")).unwrap();
+        std::fs::write(dir.join("b/target/built.test"), "expect = z\n").unwrap();
         let names: Vec<String> = load_specs(&dir)
             .unwrap()
             .into_iter()
