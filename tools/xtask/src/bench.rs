@@ -71,7 +71,7 @@ const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "boot",
-        about: "Linux boot to the init banner, 2 vCPUs, 512 MiB: native vs under the hypervisor (QEMU -icount)",
+        about: "Linux boot to the init banner (2 vCPUs by default, 512 MiB): native vs under the hypervisor (QEMU -icount)",
         kind: Kind::LinuxBoot,
     },
     Bench {
