@@ -76,7 +76,7 @@ impl Guard {
         let daif: u64;
         // SAFETY: saves DAIF and masks IRQs; `Drop` restores the saved value.
         unsafe {
-            core::arch::asm!("mrs {}, daif", "msr daifset, #2", out(reg) daif, options(nomem, nostack));
+            core::arch::asm!("mrs {}, daif", "msr daifset, #2", out(reg) daif, options(nostack));
         }
         while LOCK
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -92,7 +92,7 @@ impl Drop for Guard {
     fn drop(&mut self) {
         LOCK.store(false, Ordering::Release);
         // SAFETY: restores the interrupt mask saved by `lock`.
-        unsafe { core::arch::asm!("msr daif, {}", in(reg) self.daif, options(nomem, nostack)) };
+        unsafe { core::arch::asm!("msr daif, {}", in(reg) self.daif, options(nostack)) };
     }
 }
 

@@ -79,13 +79,13 @@ fn irq_hook() -> Option<IrqHook> {
 /// Unmasks IRQs on this vCPU (PSTATE.I = 0).
 pub fn enable_irqs() {
     // SAFETY: only changes the interrupt mask; handlers run on the current stack and restore it.
-    unsafe { core::arch::asm!("msr daifclr, #2", options(nomem, nostack)) };
+    unsafe { core::arch::asm!("msr daifclr, #2", options(nostack)) };
 }
 
 /// Masks IRQs on this vCPU.
 pub fn disable_irqs() {
     // SAFETY: only changes the interrupt mask.
-    unsafe { core::arch::asm!("msr daifset, #2", options(nomem, nostack)) };
+    unsafe { core::arch::asm!("msr daifset, #2", options(nostack)) };
 }
 
 /// Waits in WFI while `waiting()` holds, taking interrupts in between; returns with IRQs
@@ -108,7 +108,7 @@ pub fn wait_for_interrupt_while(mut waiting: impl FnMut() -> bool) {
 /// with IRQs unmasked must mind the race [`wait_for_interrupt_while`] avoids).
 pub fn wait_for_interrupt() {
     // SAFETY: WFI only suspends execution until an interrupt or event.
-    unsafe { core::arch::asm!("dsb sy", "wfi", options(nomem, nostack)) };
+    unsafe { core::arch::asm!("dsb sy", "wfi", options(nostack)) };
 }
 
 /// Vector kinds, in table order: group (current EL with SP_EL0, current EL with SP_ELx, lower EL

@@ -139,7 +139,7 @@ pub fn init_cpu_interface() {
             "msr icc_igrpen1_el1, {t}",
             "isb",
             t = out(reg) _,
-            options(nomem, nostack),
+            options(nostack),
         );
     }
 }
@@ -148,7 +148,7 @@ pub fn init_cpu_interface() {
 pub fn acknowledge() -> u32 {
     let v: u64;
     // SAFETY: ICC_IAR1_EL1 reads change only GIC state (the interrupt becomes active).
-    unsafe { core::arch::asm!("mrs {}, icc_iar1_el1", out(reg) v, options(nomem, nostack)) };
+    unsafe { core::arch::asm!("mrs {}, icc_iar1_el1", out(reg) v, options(nostack)) };
     (v & 0xff_ffff) as u32
 }
 
@@ -156,7 +156,7 @@ pub fn acknowledge() -> u32 {
 pub fn end_of_interrupt(intid: u32) {
     // SAFETY: ends an interrupt this vCPU acknowledged; GIC state only.
     unsafe {
-        core::arch::asm!("msr icc_eoir1_el1, {}", "isb", in(reg) u64::from(intid), options(nomem, nostack))
+        core::arch::asm!("msr icc_eoir1_el1, {}", "isb", in(reg) u64::from(intid), options(nostack))
     };
 }
 
@@ -177,6 +177,6 @@ pub fn send_sgi(intid: u32, mpidr: u64) {
         | (1 << aff0);
     // SAFETY: generating an SGI changes GIC state only.
     unsafe {
-        core::arch::asm!("dsb ishst", "msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nomem, nostack))
+        core::arch::asm!("dsb ishst", "msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nostack))
     };
 }

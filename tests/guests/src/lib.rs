@@ -7,6 +7,10 @@
 //! (`fdt`), PSCI/SMCCC calls, GICv3, the virtual timer, secondary vCPU start-up (`cpu`) and the
 //! result line (`report`).
 //!
+//! Inline asm that masks interrupts, waits, or changes when an interrupt fires (DAIF, WFI, timer
+//! and GIC writes, the counter reads that time memory accesses) deliberately omits `nomem`, so
+//! the compiler keeps memory accesses on their side of it, as a memory clobber would in C.
+//!
 //! A guest binary is `#![no_std] #![no_main]` and names its main function with
 //! [`test_main!`]; main ends with a `report` call (the type `-> !` makes sure of it).
 #![no_std]

@@ -17,7 +17,7 @@ pub const CTL_ISTATUS: u64 = 1 << 2;
 pub fn counter() -> u64 {
     let v: u64;
     // SAFETY: reading the counter has no side effects.
-    unsafe { core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) v, options(nomem, nostack)) };
+    unsafe { core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) v, options(nostack)) };
     v
 }
 
@@ -31,9 +31,7 @@ pub fn frequency() -> u64 {
 
 pub fn set_compare(cval: u64) {
     // SAFETY: programs this vCPU's virtual timer; no memory is touched.
-    unsafe {
-        core::arch::asm!("msr cntv_cval_el0, {}", "isb", in(reg) cval, options(nomem, nostack))
-    };
+    unsafe { core::arch::asm!("msr cntv_cval_el0, {}", "isb", in(reg) cval, options(nostack)) };
 }
 
 pub fn compare() -> u64 {
@@ -47,15 +45,13 @@ pub fn compare() -> u64 {
 pub fn set_countdown(ticks: u32) {
     // SAFETY: programs this vCPU's virtual timer; no memory is touched.
     unsafe {
-        core::arch::asm!("msr cntv_tval_el0, {}", "isb", in(reg) u64::from(ticks), options(nomem, nostack))
+        core::arch::asm!("msr cntv_tval_el0, {}", "isb", in(reg) u64::from(ticks), options(nostack))
     };
 }
 
 pub fn set_control(ctl: u64) {
     // SAFETY: programs this vCPU's virtual timer; no memory is touched.
-    unsafe {
-        core::arch::asm!("msr cntv_ctl_el0, {}", "isb", in(reg) ctl, options(nomem, nostack))
-    };
+    unsafe { core::arch::asm!("msr cntv_ctl_el0, {}", "isb", in(reg) ctl, options(nostack)) };
 }
 
 pub fn control() -> u64 {
