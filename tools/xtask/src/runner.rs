@@ -341,6 +341,7 @@ mod tests {
             "boot/el1-entry",
             "linux/boot",
             "linux/shell",
+            "linux/native",
         ] {
             assert!(names.contains(&name), "{name} missing from {names:?}");
         }
