@@ -4,7 +4,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::psci;
 
-/// vCPUs with a stack slot: Aff0 0..MAX_CPUS (`start.rs` parks any other).
+/// vCPUs with a stack slot: MPIDR 0..MAX_CPUS (`start.rs` parks any other, so `index` is
+/// always in range in Rust code).
 pub const MAX_CPUS: usize = 4;
 pub const STACK_SIZE: usize = 16 * 1024;
 
@@ -42,13 +43,14 @@ pub fn secondary_entry_point() -> u64 {
     secondary_entry as *const () as u64
 }
 
-/// Starts the vCPU with affinity `mpidr` (Aff0 < MAX_CPUS) at `entry(context)`.
+/// Starts the vCPU with affinity `mpidr` (< MAX_CPUS) at `entry(context)`.
 ///
 /// # Errors
 /// What CPU_ON returned; `InvalidParameters` without calling it if the vCPU has no stack.
 pub fn start(mpidr: u64, entry: Entry, context: u64) -> Result<(), psci::Error> {
-    let slot = ENTRIES
-        .get((mpidr & 0xff) as usize)
+    let slot = usize::try_from(mpidr)
+        .ok()
+        .and_then(|i| ENTRIES.get(i))
         .ok_or(psci::Error::InvalidParameters)?;
     slot.store(entry as usize, Ordering::Release);
     psci::cpu_on(mpidr, secondary_entry_point(), context)

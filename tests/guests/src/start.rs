@@ -56,9 +56,14 @@ secondary_entry:
     bl      rust_secondary
     b       park
 
-/* Stack and vectors for this vCPU; a vCPU without a stack slot parks. Clobbers x9, x10. */
+/* Stack and vectors for this vCPU; a vCPU without a stack slot (Aff0 >= MAX_CPUS, or any of
+   Aff1..Aff3 set) parks rather than share one. Clobbers x9, x10. */
 cpu_setup:
     mrs     x9, mpidr_el1
+    ubfx    x10, x9, #8, #16
+    cbnz    x10, park
+    ubfx    x10, x9, #32, #8
+    cbnz    x10, park
     and     x9, x9, #0xff
     cmp     x9, #{max_cpus}
     b.hs    park
