@@ -33,6 +33,8 @@ pub mod reg {
 pub const UART: Mmio = Mmio::new(PL011_BASE);
 
 static LOCK: AtomicBool = AtomicBool::new(false);
+/// Far longer than any line takes to print.
+const LOCK_SPINS: u32 = 50_000_000;
 
 /// Enables the UART for 8N1 with FIFOs, transmitter and receiver on.
 pub fn init() {
@@ -78,10 +80,16 @@ impl Guard {
         unsafe {
             core::arch::asm!("mrs {}, daif", "msr daifset, #2", out(reg) daif, options(nostack));
         }
-        while LOCK
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        // A holder that never lets go (a panic while printing, a vCPU stopped mid-line) must
+        // not silence the result line: after a while, print anyway, interleaved if need be (and
+        // release the lock afterwards: its holder is stuck).
+        for _ in 0..LOCK_SPINS {
+            if LOCK
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                break;
+            }
             core::hint::spin_loop();
         }
         Self { daif }
