@@ -36,11 +36,22 @@ pub fn status_code(status: ExitStatus) -> i32 {
 
 /// Waits for `child`, ending it when `timeout` passes.
 pub fn wait(child: &mut Child, timeout: Option<Duration>) -> Result<Outcome> {
+    wait_polling(child, timeout, |_| Ok(()))
+}
+
+/// [`wait`], calling `poll` with the child every few milliseconds while it runs (to feed it
+/// input as its output asks for it, say).
+pub fn wait_polling(
+    child: &mut Child,
+    timeout: Option<Duration>,
+    mut poll: impl FnMut(&mut Child) -> Result<()>,
+) -> Result<Outcome> {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().context("waiting for QEMU")? {
             return Ok(Outcome::Exited(status_code(status)));
         }
+        poll(child)?;
         if timeout.is_some_and(|t| start.elapsed() >= t) {
             terminate(child)?;
             return Ok(Outcome::TimedOut);

@@ -285,12 +285,35 @@ fn boot(qemu: &Path, spec: &Spec, machine: &Machine, log: &Path) -> Result<Optio
     file.write_all(header.as_bytes())?;
     let mut child = Command::new(qemu)
         .args(&args)
-        .stdin(Stdio::null())
+        .stdin(if spec.send.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(file.try_clone()?)
         .stderr(file)
         .spawn()
         .with_context(|| format!("cannot start {}", qemu.display()))?;
-    let outcome = process::wait(&mut child, Some(spec.timeout))?;
+    let mut sent = 0;
+    let outcome = process::wait_polling(&mut child, Some(spec.timeout), |child| {
+        if sent == spec.send.len() {
+            return Ok(());
+        }
+        let bytes = std::fs::read(log).with_context(|| format!("cannot read {}", log.display()))?;
+        let output = String::from_utf8_lossy(&bytes[header.len().min(bytes.len())..]);
+        let seen = spec::expects_seen(spec, &output);
+        let stdin = child
+            .stdin
+            .as_mut()
+            .expect("stdin is piped when there is input");
+        while let Some((_, text)) = spec.send.get(sent).filter(|(after, _)| *after <= seen) {
+            // A write error means QEMU is gone; its exit status tells the rest.
+            let _ = stdin.write_all(format!("{text}\n").as_bytes());
+            let _ = stdin.flush();
+            sent += 1;
+        }
+        Ok(())
+    })?;
     let bytes = std::fs::read(log).with_context(|| format!("cannot read {}", log.display()))?;
     let output = String::from_utf8_lossy(&bytes[header.len().min(bytes.len())..]);
     let mut failure = spec::judge(spec, &output, outcome);

@@ -21,6 +21,8 @@
 //! guest-mem = 512M                   # the guest's RAM (default 512M linux, 64M bare-metal)
 //! append = console=ttyAMA0           # the guest's kernel command line
 //! native = true                      # run the guest at EL1 without the hypervisor
+//! send = poweroff                    # typed on the console (with a newline) once every
+//!                                    # `expect` above it has appeared
 //! ```
 //! Values run to the end of the line (a `#` starts a comment only at the start of a line);
 //! wrap a value in double quotes to keep leading or trailing spaces.
@@ -48,6 +50,7 @@ const KEYS: &[&str] = &[
     "guest-mem",
     "append",
     "native",
+    "send",
 ];
 
 /// What a test's guest boots.
@@ -87,6 +90,9 @@ pub struct Spec {
     pub machine_options: Vec<(String, String)>,
     pub qemu_args: Vec<String>,
     pub expect: Vec<String>,
+    /// Console input: each text is typed, followed by a newline, once the first `.0` entries of
+    /// `expect` have appeared in order.
+    pub send: Vec<(usize, String)>,
     pub expect_anywhere: Vec<String>,
     pub forbid: Vec<String>,
     pub exit: ExpectedExit,
@@ -201,6 +207,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
         qemu_args: Vec::new(),
         expect: Vec::new(),
         expect_anywhere: Vec::new(),
+        send: Vec::new(),
         forbid: Vec::new(),
         exit: ExpectedExit::Code(0),
         timeout: Duration::from_secs(60),
@@ -229,7 +236,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
         let value = unquote(value.trim());
         let repeatable = matches!(
             key,
-            "features" | "machine" | "qemu-args" | "expect" | "expect-anywhere" | "forbid"
+            "features" | "machine" | "qemu-args" | "expect" | "expect-anywhere" | "forbid" | "send"
         );
         if !repeatable && seen.contains(&key) {
             return Err(err(line, SpecErrorKind::Repeated(key)));
@@ -280,6 +287,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
                 .qemu_args
                 .extend(value.split_whitespace().map(str::to_string)),
             "expect" => spec.expect.push(value.to_string()),
+            "send" => spec.send.push((spec.expect.len(), value.to_string())),
             "expect-anywhere" => spec.expect_anywhere.push(value.to_string()),
             "forbid" => spec.forbid.push(value.to_string()),
             "exit" => {
@@ -381,6 +389,18 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
     }
     spec.variant = Variant::new(features);
     Ok(spec)
+}
+
+/// How many of `spec.expect` appear in `output`, each after the previous one.
+pub fn expects_seen(spec: &Spec, output: &str) -> usize {
+    let mut from = 0;
+    for (i, want) in spec.expect.iter().enumerate() {
+        match output[from..].find(want.as_str()) {
+            Some(at) => from += at + want.len(),
+            None => return i,
+        }
+    }
+    spec.expect.len()
 }
 
 /// Why a run does not meet its spec; `None` means it passed.
@@ -566,6 +586,26 @@ timeout = 30
             }
         );
         assert_eq!(parse("t", "expect = x").unwrap().guest, None);
+    }
+
+    #[test]
+    fn send_waits_for_the_expects_above_it() {
+        let spec = parse(
+            "t",
+            "send = early\nexpect = / #\nsend = echo hi\nexpect = hi\nsend = poweroff\n",
+        )
+        .unwrap();
+        assert_eq!(
+            spec.send,
+            [
+                (0, "early".to_string()),
+                (1, "echo hi".into()),
+                (2, "poweroff".into())
+            ]
+        );
+        assert_eq!(expects_seen(&spec, ""), 0);
+        assert_eq!(expects_seen(&spec, "hi\n/ # "), 1);
+        assert_eq!(expects_seen(&spec, "/ # echo hi\nhi\n"), 2);
     }
 
     #[test]
