@@ -45,8 +45,15 @@ pub fn images(ws: &Workspace) -> Result<DebianImages> {
         "fetching Debian arm64 package lists (once; cached in {})",
         ws.display(&dir)
     );
-    apt.run("apt-get", &["update"])?;
-    let kernel_pkg = apt.kernel_package()?;
+    let no_arm64 = || {
+        format!(
+            "this host's apt sources offer no arm64 packages ({}); Debian's mirrors carry \
+             arm64, while Ubuntu keeps it on ports.ubuntu.com. Give --kernel PATH and --initrd PATH",
+            dir.join("apt").display()
+        )
+    };
+    apt.run("apt-get", &["update"]).with_context(no_arm64)?;
+    let kernel_pkg = apt.kernel_package().with_context(no_arm64)?;
     for (package, into) in [(kernel_pkg.as_str(), "kernel"), (BUSYBOX, "busybox")] {
         eprintln!("fetching {package} (arm64)");
         let deb = apt.download(package)?;
