@@ -1,1 +1,383 @@
+//! The monitor's operations for unattended runs, from the hypervisor's own bootargs
+//! (`/chosen/bootargs` of the boot DTB, separated by spaces), so tests and benchmarks need no
+//! typed input.
+//!
+//! Timed actions (repeatable; each runs once, when the guest time of its VM, as its virtual
+//! counter shows it, reaches `MS` milliseconds; actions due at the same time run in the order
+//! given):
+//!
+//! | bootarg | does what the monitor command does |
+//! |---|---|
+//! | `hyp.snapshot=FILE@MS[,live][,base=FILE][,vm=VM]` | `snapshot FILE [--live] [--base FILE] [VM]` |
+//! | `hyp.pause=MS[,vm=VM]` | `pause [VM]` |
+//! | `hyp.resume=MS[,vm=VM]` | `resume [VM]` |
+//! | `hyp.migrate=PAGES@MS[,vm=VM]` | `migrate PAGES [VM]` |
+//! | `hyp.dirty=start\|stop\|stats@MS[,vm=VM]` | `dirty start\|stop\|stats [VM]` |
+//! | `hyp.stats=MS[,vm=VM]` | `stats [VM]` |
+//!
+//! Modes (for the whole run; if one is given twice the last wins, as with `hyp.log=`):
+//!
+//! | bootarg | meaning |
+//! |---|---|
+//! | `hyp.migrate-storm=PAGES_PER_MS[,vm=VM]` | migrate random pages continuously, this many per millisecond of guest time |
+//! | `hyp.dirty-harvest=MS[,vm=VM]` | log dirty pages from boot and harvest them every `MS` ms |
+//! | `hyp.dirty-check=0\|1` | at every harvest, walk stage 2 and check that writable implies dirty |
+//!
+//! `MS` is 0 to [`MS_MAX`] (the interval of `dirty-harvest` at least 1), `PAGES` 1 to
+//! [`MIGRATE_MAX`], `PAGES_PER_MS` 1 to [`STORM_MAX`]; numbers are plain decimal. `VM` is a
+//! number or name as in the monitor, VM 1 by default. `FILE` is a host path (no spaces, and no
+//! commas, which separate options; a `@` is allowed, the last one starts `MS`). A chain of
+//! snapshots is several `hyp.snapshot=` with `base=`, e.g.
+//! `hyp.snapshot=a@2000 hyp.snapshot=b@4000,base=a hyp.snapshot=c@6000,base=b`.
+//!
+//! Arguments without the `hyp.` prefix are not ours and are skipped, and so is `hyp.log=`
+//! (read by [`crate::log::level_from_bootargs`]). Any other `hyp.` argument that is unknown or
+//! malformed becomes a [`BootargError`] for the caller to log; the remaining arguments still
+//! apply.
 #![forbid(unsafe_code)]
+
+use super::command::{
+    Command, DirtyOp, MIGRATE_MAX, Reason, SnapshotRequest, parse_number, parse_path,
+};
+use super::path::HostPath;
+use super::select::VmSelector;
+use super::word::Word;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// Latest action time and longest harvest interval, in ms (about 11.6 days): small enough that
+/// converting to counter ticks cannot overflow at any counter frequency up to 10 GHz.
+pub const MS_MAX: u64 = 1_000_000_000;
+
+/// Highest `hyp.migrate-storm=` rate, in pages per millisecond.
+pub const STORM_MAX: u32 = 1_000_000;
+
+/// Most timed actions kept; later ones are refused.
+pub const ACTIONS_MAX: usize = 256;
+
+/// One `hyp.` key: what it looks like, for errors and docs.
+#[derive(Debug)]
+pub struct KeySpec {
+    key: Key,
+    /// Including the `hyp.` prefix and `=`.
+    pub prefix: &'static str,
+    pub syntax: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Key {
+    Snapshot,
+    Pause,
+    Resume,
+    Migrate,
+    Dirty,
+    Stats,
+    MigrateStorm,
+    DirtyHarvest,
+    DirtyCheck,
+}
+
+/// Every `hyp.` key this module reads.
+pub static KEYS: [KeySpec; 9] = [
+    key(
+        Key::Snapshot,
+        "hyp.snapshot=",
+        "FILE@MS[,live][,base=FILE][,vm=VM]",
+    ),
+    key(Key::Pause, "hyp.pause=", "MS[,vm=VM]"),
+    key(Key::Resume, "hyp.resume=", "MS[,vm=VM]"),
+    key(Key::Migrate, "hyp.migrate=", "PAGES@MS[,vm=VM]"),
+    key(Key::Dirty, "hyp.dirty=", "start|stop|stats@MS[,vm=VM]"),
+    key(Key::Stats, "hyp.stats=", "MS[,vm=VM]"),
+    key(
+        Key::MigrateStorm,
+        "hyp.migrate-storm=",
+        "PAGES_PER_MS[,vm=VM]",
+    ),
+    key(Key::DirtyHarvest, "hyp.dirty-harvest=", "MS[,vm=VM]"),
+    key(Key::DirtyCheck, "hyp.dirty-check=", "0|1"),
+];
+
+const fn key(key: Key, prefix: &'static str, syntax: &'static str) -> KeySpec {
+    KeySpec {
+        key,
+        prefix,
+        syntax,
+    }
+}
+
+/// A monitor command to run at a guest time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timed {
+    pub at_ms: u64,
+    pub command: Command,
+}
+
+/// `hyp.migrate-storm=`: continuous migration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Storm {
+    pub pages_per_ms: u32,
+    pub vm: VmSelector,
+}
+
+/// `hyp.dirty-harvest=`: dirty logging from boot with a periodic harvest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Harvest {
+    pub every_ms: u64,
+    pub vm: VmSelector,
+}
+
+/// What the bootargs ask for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Schedule {
+    /// Earliest first; same-time actions in bootarg order.
+    timed: VecDeque<Timed>,
+    pub migrate_storm: Option<Storm>,
+    pub dirty_harvest: Option<Harvest>,
+    /// `hyp.dirty-check=1`.
+    pub dirty_check: bool,
+}
+
+impl Schedule {
+    /// The timed actions not yet taken, earliest first.
+    pub fn timed(&self) -> impl Iterator<Item = &Timed> {
+        self.timed.iter()
+    }
+
+    /// How many timed actions are left.
+    pub fn len(&self) -> usize {
+        self.timed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.timed.is_empty()
+    }
+
+    /// When the next action is due, to arm a timer for it.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.timed.front().map(|t| t.at_ms)
+    }
+
+    /// The next action if it is due at `now_ms`; call again until `None`.
+    pub fn take_due(&mut self, now_ms: u64) -> Option<Timed> {
+        if self.next_due_ms()? <= now_ms {
+            self.timed.pop_front()
+        } else {
+            None
+        }
+    }
+}
+
+/// A `hyp.` bootarg that was not understood and is ignored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootargError {
+    /// The whole argument, as given.
+    pub arg: Word,
+    pub reason: BootargReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootargReason {
+    /// `hyp.KEY` that no module reads.
+    UnknownKey,
+    /// A known key with a malformed value; the syntax is the key's row of [`KEYS`].
+    Value {
+        spec: &'static KeySpec,
+        reason: Reason,
+    },
+    /// More than [`ACTIONS_MAX`] timed actions.
+    TooManyActions,
+}
+
+impl PartialEq for KeySpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for KeySpec {}
+
+impl fmt::Display for BootargError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ignoring bootarg {}: ", self.arg)?;
+        match &self.reason {
+            BootargReason::UnknownKey => {
+                f.write_str("unknown key (known: hyp.log")?;
+                for k in &KEYS {
+                    write!(f, " {}", k.prefix.trim_end_matches('='))?;
+                }
+                f.write_str(")")
+            }
+            BootargReason::Value { spec, reason } => {
+                write!(f, "{reason} (want {}{})", spec.prefix, spec.syntax)
+            }
+            BootargReason::TooManyActions => {
+                write!(f, "more than {ACTIONS_MAX} timed actions")
+            }
+        }
+    }
+}
+
+/// What the `hyp.` bootargs ask for, and the arguments that were refused.
+pub fn schedule_from_bootargs(bootargs: &str) -> (Schedule, Vec<BootargError>) {
+    let mut schedule = Schedule::default();
+    let mut timed = Vec::new();
+    let mut errors = Vec::new();
+    for arg in bootargs.split_ascii_whitespace() {
+        if !arg.starts_with("hyp.") || arg.starts_with("hyp.log=") {
+            continue;
+        }
+        let error = |reason| BootargError {
+            arg: Word::new(arg),
+            reason,
+        };
+        let Some((spec, value)) = KEYS
+            .iter()
+            .find_map(|k| Some((k, arg.strip_prefix(k.prefix)?)))
+        else {
+            errors.push(error(BootargReason::UnknownKey));
+            continue;
+        };
+        match parse_value(spec.key, value, &mut schedule) {
+            Ok(None) => {}
+            Ok(Some(_)) if timed.len() == ACTIONS_MAX => {
+                errors.push(error(BootargReason::TooManyActions));
+            }
+            Ok(Some(t)) => timed.push(t),
+            Err(reason) => errors.push(error(BootargReason::Value { spec, reason })),
+        }
+    }
+    // Stable: actions due at the same time keep their order.
+    timed.sort_by_key(|t: &Timed| t.at_ms);
+    schedule.timed = timed.into();
+    (schedule, errors)
+}
+
+/// Parses one value: a timed action is returned, a mode is set in `schedule`.
+fn parse_value(key: Key, value: &str, schedule: &mut Schedule) -> Result<Option<Timed>, Reason> {
+    let mut parts = value.split(',');
+    let head = parts.next().unwrap_or("");
+    let opts = Options::parse(parts, key == Key::Snapshot)?;
+    let vm = opts.vm.clone().unwrap_or_default();
+    let at = |what: &'static str| -> Result<(&str, u64), Reason> {
+        let (arg, ms) = head.rsplit_once('@').ok_or(Reason::Missing(what))?;
+        Ok((arg, parse_number(ms, 0, MS_MAX)?))
+    };
+    let command = |at_ms, command| Ok(Some(Timed { at_ms, command }));
+    match key {
+        Key::Snapshot => {
+            let (file, at_ms) = at("@MS after FILE")?;
+            command(
+                at_ms,
+                Command::Snapshot(SnapshotRequest {
+                    file: parse_path(file)?,
+                    live: opts.live,
+                    base: opts.base,
+                    vm,
+                }),
+            )
+        }
+        Key::Pause => command(parse_ms(head)?, Command::Pause(vm)),
+        Key::Resume => command(parse_ms(head)?, Command::Resume(vm)),
+        Key::Stats => command(parse_ms(head)?, Command::Stats(vm)),
+        Key::Migrate => {
+            let (pages, at_ms) = at("@MS after PAGES")?;
+            let pages = parse_number(pages, 1, MIGRATE_MAX.into())?;
+            let pages = u32::try_from(pages).unwrap_or(MIGRATE_MAX);
+            command(at_ms, Command::Migrate { pages, vm })
+        }
+        Key::Dirty => {
+            let (op, at_ms) = at("@MS after start|stop|stats")?;
+            let op = match op {
+                "start" => DirtyOp::Start,
+                "stop" => DirtyOp::Stop,
+                "stats" => DirtyOp::Stats,
+                _ => {
+                    return Err(Reason::NotOneOf {
+                        got: Word::new(op),
+                        choices: "start|stop|stats",
+                    });
+                }
+            };
+            command(at_ms, Command::Dirty { op, vm })
+        }
+        Key::MigrateStorm => {
+            let rate = parse_number(head, 1, STORM_MAX.into())?;
+            schedule.migrate_storm = Some(Storm {
+                pages_per_ms: u32::try_from(rate).unwrap_or(STORM_MAX),
+                vm,
+            });
+            Ok(None)
+        }
+        Key::DirtyHarvest => {
+            let every_ms = parse_number(head, 1, MS_MAX)?;
+            schedule.dirty_harvest = Some(Harvest { every_ms, vm });
+            Ok(None)
+        }
+        Key::DirtyCheck => {
+            if opts.vm.is_some() {
+                return Err(Reason::UnknownOption(Word::new("vm")));
+            }
+            schedule.dirty_check = match head {
+                "0" => false,
+                "1" => true,
+                _ => {
+                    return Err(Reason::NotOneOf {
+                        got: Word::new(head),
+                        choices: "0|1",
+                    });
+                }
+            };
+            Ok(None)
+        }
+    }
+}
+
+fn parse_ms(w: &str) -> Result<u64, Reason> {
+    if w.is_empty() {
+        return Err(Reason::Missing("MS"));
+    }
+    parse_number(w, 0, MS_MAX)
+}
+
+/// The `,opt` parts after a value.
+#[derive(Default)]
+struct Options {
+    live: bool,
+    base: Option<HostPath>,
+    vm: Option<VmSelector>,
+}
+
+impl Options {
+    /// `live` and `base=` only for snapshots; `vm=` for all.
+    fn parse<'a>(parts: impl Iterator<Item = &'a str>, snapshot: bool) -> Result<Self, Reason> {
+        let mut o = Self::default();
+        for part in parts {
+            match part.split_once('=') {
+                None if part == "live" && snapshot => {
+                    if core::mem::replace(&mut o.live, true) {
+                        return Err(Reason::RepeatedOption("live"));
+                    }
+                }
+                Some(("base", file)) if snapshot => {
+                    if o.base.replace(parse_path(file)?).is_some() {
+                        return Err(Reason::RepeatedOption("base="));
+                    }
+                }
+                Some(("vm", vm)) => {
+                    if o.vm
+                        .replace(VmSelector::parse(vm).map_err(Reason::Vm)?)
+                        .is_some()
+                    {
+                        return Err(Reason::RepeatedOption("vm="));
+                    }
+                }
+                _ => return Err(Reason::UnknownOption(Word::new(part))),
+            }
+        }
+        Ok(o)
+    }
+}
+
+#[cfg(test)]
+mod tests;
