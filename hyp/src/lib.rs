@@ -12,6 +12,7 @@ pub mod log;
 pub mod mm;
 pub mod monitor;
 pub mod platform;
+pub mod snapshot;
 pub mod vdev;
 pub mod vm;
 
