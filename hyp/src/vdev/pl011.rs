@@ -247,6 +247,176 @@ impl<O: SerialOut> Pl011<O> {
         }
         Ok(())
     }
+
+    /// The UART's state for a snapshot, [`PL011_STATE_LEN`] bytes, little-endian: magic
+    /// `"UART"`, u32 version 1, u32 receive-FIFO fill (0..=32), 32 FIFO bytes oldest first
+    /// (unused ones zero), then u32 each: latched RIS bits (TX, OE), RX/RT bits cleared by ICR
+    /// since the last received byte, RSR, ILPR, IBRD, FBRD, LCR_H, CR, IFLS, IMSC, DMACR
+    /// (each within the bits a register write keeps).
+    pub fn save_state(&self) -> [u8; PL011_STATE_LEN] {
+        let mut b = [0u8; PL011_STATE_LEN];
+        b[0..4].copy_from_slice(&STATE_MAGIC);
+        b[4..8].copy_from_slice(&PL011_STATE_VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&(self.rx_len as u32).to_le_bytes());
+        for i in 0..self.rx_len.min(RX_FIFO_DEPTH) {
+            b[12 + i] = self.rx[(self.rx_head + i) % RX_FIFO_DEPTH];
+        }
+        for (i, (v, _, _)) in self.state_regs().iter().enumerate() {
+            b[STATE_REGS_AT + 4 * i..][..4].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    /// A UART with the state `bytes` (from [`Pl011::save_state`]) writing to `out`.
+    ///
+    /// # Errors
+    /// [`Pl011StateError`]: wrong length, magic or version, or a field out of range.
+    pub fn load_state(out: O, bytes: &[u8]) -> Result<Self, Pl011StateError> {
+        let b: &[u8; PL011_STATE_LEN] = bytes.try_into().map_err(|_| Pl011StateError::Length {
+            len: bytes.len(),
+            expected: PL011_STATE_LEN,
+        })?;
+        let word = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        if b[0..4] != STATE_MAGIC {
+            return Err(Pl011StateError::BadMagic);
+        }
+        if word(4) != PL011_STATE_VERSION {
+            return Err(Pl011StateError::Version {
+                found: word(4),
+                supported: PL011_STATE_VERSION,
+            });
+        }
+        let rx_len = word(8) as usize;
+        if rx_len > RX_FIFO_DEPTH {
+            return Err(Pl011StateError::Field {
+                offset: 8,
+                field: "receive FIFO fill",
+                value: word(8),
+            });
+        }
+        if let Some(i) = b[12 + rx_len..12 + RX_FIFO_DEPTH]
+            .iter()
+            .position(|&x| x != 0)
+        {
+            return Err(Pl011StateError::Field {
+                offset: 12 + rx_len + i,
+                field: "unused receive FIFO byte",
+                value: u32::from(b[12 + rx_len + i]),
+            });
+        }
+        let mut u = Self::new(out);
+        u.rx[..RX_FIFO_DEPTH].copy_from_slice(&b[12..12 + RX_FIFO_DEPTH]);
+        u.rx_len = rx_len;
+        let mut regs = [0u32; STATE_REGS];
+        for (i, (r, (_, mask, name))) in regs.iter_mut().zip(u.state_regs()).enumerate() {
+            let at = STATE_REGS_AT + 4 * i;
+            *r = word(at);
+            if *r & !mask != 0 {
+                return Err(Pl011StateError::Field {
+                    offset: at,
+                    field: name,
+                    value: *r,
+                });
+            }
+        }
+        let [
+            latched,
+            rx_acked,
+            rsr,
+            ilpr,
+            ibrd,
+            fbrd,
+            lcr_h,
+            cr,
+            ifls,
+            imsc,
+            dmacr,
+        ] = regs;
+        u.latched = latched;
+        u.rx_acked = rx_acked;
+        u.rsr = rsr;
+        u.ilpr = ilpr;
+        u.ibrd = ibrd;
+        u.fbrd = fbrd;
+        u.lcr_h = lcr_h;
+        u.cr = cr;
+        u.ifls = ifls;
+        u.imsc = imsc;
+        u.dmacr = dmacr;
+        Ok(u)
+    }
+
+    /// The saved registers in state order: value, bits the model can hold, name.
+    fn state_regs(&self) -> [(u32, u32, &'static str); STATE_REGS] {
+        [
+            (self.latched, INT_TX | INT_OE, "latched RIS"),
+            (self.rx_acked, INT_RX | INT_RT, "ICR-acknowledged RX bits"),
+            (self.rsr, RSR_OE, "RSR"),
+            (self.ilpr, 0xff, "ILPR"),
+            (self.ibrd, 0xffff, "IBRD"),
+            (self.fbrd, 0x3f, "FBRD"),
+            (self.lcr_h, 0xff, "LCR_H"),
+            (self.cr, 0xff87, "CR"),
+            (self.ifls, 0x3f, "IFLS"),
+            (self.imsc, INT_ALL, "IMSC"),
+            (self.dmacr, 0x7, "DMACR"),
+        ]
+    }
+}
+
+/// The UART state layout version [`Pl011::save_state`] writes and `load_state` reads.
+pub const PL011_STATE_VERSION: u32 = 1;
+const STATE_MAGIC: [u8; 4] = *b"UART";
+const STATE_REGS: usize = 11;
+const STATE_REGS_AT: usize = 12 + RX_FIFO_DEPTH;
+/// Bytes in a saved UART state.
+pub const PL011_STATE_LEN: usize = STATE_REGS_AT + 4 * STATE_REGS;
+
+/// Why a saved UART state was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pl011StateError {
+    Length {
+        len: usize,
+        expected: usize,
+    },
+    BadMagic,
+    Version {
+        found: u32,
+        supported: u32,
+    },
+    /// A field with bits the model never holds, at `offset` in the state.
+    Field {
+        offset: usize,
+        field: &'static str,
+        value: u32,
+    },
+}
+
+impl core::fmt::Display for Pl011StateError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Length { len, expected } => write!(
+                f,
+                "cannot load the PL011 state: {len} bytes, version {PL011_STATE_VERSION} has {expected}"
+            ),
+            Self::BadMagic => write!(
+                f,
+                "cannot load the PL011 state: it does not start with \"UART\""
+            ),
+            Self::Version { found, supported } => write!(
+                f,
+                "cannot load PL011 state version {found}: this hypervisor reads version {supported}"
+            ),
+            Self::Field {
+                offset,
+                field,
+                value,
+            } => write!(
+                f,
+                "cannot load the PL011 state: {field} at offset {offset} is out of range ({value:#x})"
+            ),
+        }
+    }
 }
 
 impl<O: SerialOut> MmioDevice for Pl011<O> {
@@ -566,6 +736,153 @@ mod tests {
                 u.push_rx(rx);
                 prop_assert!(u.rx_len <= RX_FIFO_DEPTH);
                 prop_assert_eq!(u.irq_level(), u.mis() != 0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+    use alloc::string::ToString;
+    use alloc::vec::Vec;
+
+    type Uart = Pl011<Vec<u8>>;
+
+    fn w(u: &mut Uart, off: u64, v: u32) {
+        u.write(0, off, AccessSize::Word, u64::from(v)).unwrap()
+    }
+
+    fn r(u: &mut Uart, off: u64) -> u32 {
+        u.read(0, off, AccessSize::Word).unwrap() as u32
+    }
+
+    /// A UART mid-conversation: FIFOs on, the receive FIFO wrapped around its ring, TXRIS
+    /// latched, an overrun recorded, RT acknowledged.
+    fn busy() -> Uart {
+        let mut u = Pl011::new(Vec::new());
+        w(&mut u, IBRD, 13);
+        w(&mut u, FBRD, 1);
+        w(&mut u, LCR_H, 0x70);
+        w(&mut u, CR, CR_UARTEN | CR_TXE | CR_RXE);
+        w(&mut u, IMSC, INT_RX | INT_RT | INT_TX);
+        for b in 0..20 {
+            assert!(u.push_rx(b));
+        }
+        for _ in 0..15 {
+            r(&mut u, DR);
+        }
+        for b in 100..127 {
+            assert!(u.push_rx(b));
+        }
+        assert!(!u.push_rx(0xee), "full: overrun");
+        w(&mut u, DR, u32::from(b'x'));
+        w(&mut u, ICR, INT_RT);
+        u
+    }
+
+    /// Everything the guest can observe, draining the receive FIFO.
+    fn observe(u: &mut Uart) -> Vec<u32> {
+        let mut v: Vec<u32> = [
+            FR, RIS, MIS, RSR_ECR, IBRD, FBRD, LCR_H, CR, IFLS, IMSC, DMACR, ILPR,
+        ]
+        .iter()
+        .map(|&off| r(u, off))
+        .collect();
+        v.push(u32::from(u.irq_level()));
+        while r(u, FR) & FR_RXFE == 0 {
+            v.push(r(u, DR));
+        }
+        v.push(u.rx_space() as u32);
+        v
+    }
+
+    #[test]
+    fn busy_uart_round_trips() {
+        let mut u = busy();
+        let bytes = u.save_state();
+        assert_eq!(bytes.len(), PL011_STATE_LEN);
+        let mut v = Pl011::load_state(Vec::new(), &bytes).unwrap();
+        assert_eq!(v.save_state(), bytes, "the ring is saved oldest first");
+        assert!(v.output().is_empty(), "the sink is the caller's");
+        let (a, b) = (observe(&mut u), observe(&mut v));
+        assert_eq!(a, b);
+        assert!(a.len() > 40, "the FIFO held 32 bytes");
+        let fresh = Pl011::new(Vec::new());
+        let mut f = Pl011::load_state(Vec::new(), &fresh.save_state()).unwrap();
+        assert_eq!(observe(&mut f), observe(&mut Pl011::new(Vec::new())));
+    }
+
+    #[test]
+    fn bytes_beyond_a_disabled_fifo_survive() {
+        let mut u = busy();
+        w(&mut u, LCR_H, 0x60); // FIFOs off with 32 bytes queued
+        let mut v = Pl011::load_state(Vec::new(), &u.save_state()).unwrap();
+        assert_eq!(observe(&mut u), observe(&mut v));
+    }
+
+    #[test]
+    fn bad_states_are_refused() {
+        let good = busy().save_state();
+        let bad = |edit: &dyn Fn(&mut [u8; PL011_STATE_LEN])| {
+            let mut b = good;
+            edit(&mut b);
+            Pl011::load_state(Vec::new(), &b).unwrap_err()
+        };
+        assert_eq!(
+            Pl011::load_state(Vec::new(), &good[..87]).unwrap_err(),
+            Pl011StateError::Length {
+                len: 87,
+                expected: 88
+            }
+        );
+        assert_eq!(bad(&|b| b[1] = 0), Pl011StateError::BadMagic);
+        let e = bad(&|b| b[4] = 7);
+        assert_eq!(
+            e,
+            Pl011StateError::Version {
+                found: 7,
+                supported: 1
+            }
+        );
+        assert!(e.to_string().contains("version 7"));
+        assert!(matches!(
+            bad(&|b| b[8] = 33),
+            Pl011StateError::Field { offset: 8, .. }
+        ));
+        let mut empty = Pl011::new(Vec::new()).save_state();
+        empty[20] = 1;
+        assert!(matches!(
+            Pl011::load_state(Vec::new(), &empty),
+            Err(Pl011StateError::Field { offset: 20, .. })
+        ));
+        let cr = STATE_REGS_AT + 4 * 7;
+        assert_eq!(
+            bad(&|b| b[cr] |= 0x08),
+            Pl011StateError::Field {
+                offset: cr,
+                field: "CR",
+                value: 0x0308 | 1
+            }
+        );
+        assert!(matches!(
+            bad(&|b| b[STATE_REGS_AT] |= 1),
+            Pl011StateError::Field { .. }
+        ));
+    }
+
+    #[test]
+    fn every_byte_change_is_refused_or_reloads_identically() {
+        let good = busy().save_state();
+        let mut b = good;
+        for at in 0..good.len() {
+            for x in [0x01u8, 0x10, 0xff] {
+                b[at] ^= x;
+                if let Ok(u) = Pl011::load_state(Vec::new(), &b) {
+                    assert_eq!(u.save_state(), b);
+                    assert!(u.rx_len <= RX_FIFO_DEPTH);
+                }
+                b[at] ^= x;
             }
         }
     }

@@ -30,6 +30,7 @@ pub mod irq;
 pub mod lr;
 pub mod redistributor;
 pub mod sgi;
+pub mod state;
 
 #[cfg(test)]
 mod tests;
