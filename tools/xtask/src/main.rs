@@ -51,7 +51,8 @@ enum Xtask {
     /// Check formatting, run clippy (host and aarch64) and build the hypervisor.
     ///
     /// `cargo fmt --all --check`, clippy with `-D warnings` on the host (all targets) and for
-    /// the aarch64 hypervisor, and the aarch64 build with its flat image. Runs every step and
+    /// the aarch64 hypervisor, rustfmt and clippy for the guest crates with workspaces of their
+    /// own (tests/guests, tests/linux/progs), and the aarch64 build with its flat image. Runs every step and
     /// names the ones that failed.
     Check,
     /// Run the benchmarks.
