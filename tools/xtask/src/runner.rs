@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the host unit tests, then every QEMU integration test under `tests/`
-//! (see [`crate::spec`] for the file format). Each hypervisor variant is built once up front;
-//! the boots then run in parallel, bounded by the cores, each with its own timeout and log.
+//! (see [`crate::spec`] for the file format). Each hypervisor variant and each guest (Linux
+//! images per initramfs recipe, bare-metal test guests) is built once up front; the boots then
+//! run in parallel, bounded by the cores, each with its own timeout, log and boot DTB.
 
 use crate::build::{self, HypImage, Variant};
 use crate::exit::Exit;
