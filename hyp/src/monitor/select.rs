@@ -41,7 +41,8 @@ impl VmNumber {
 
 impl fmt::Display for VmNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        // Forwarded, so a width or alignment given by the caller applies.
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
@@ -99,8 +100,8 @@ impl VmSelector {
 impl fmt::Display for VmSelector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Number(n) => write!(f, "{n}"),
-            Self::Name(s) => f.write_str(s),
+            Self::Number(n) => fmt::Display::fmt(n, f),
+            Self::Name(s) => f.pad(s),
         }
     }
 }
