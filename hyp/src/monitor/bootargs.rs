@@ -114,6 +114,13 @@ pub struct Timed {
     pub command: Command,
 }
 
+/// `at 2000 ms: snapshot a.snap --live 1`, for the log.
+impl fmt::Display for Timed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at {} ms: {}", self.at_ms, self.command)
+    }
+}
+
 /// `hyp.migrate-storm=`: continuous migration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Storm {
@@ -288,17 +295,7 @@ fn parse_value(key: Key, value: &str, schedule: &mut Schedule) -> Result<Option<
         }
         Key::Dirty => {
             let (op, at_ms) = at("@MS after start|stop|stats")?;
-            let op = match op {
-                "start" => DirtyOp::Start,
-                "stop" => DirtyOp::Stop,
-                "stats" => DirtyOp::Stats,
-                _ => {
-                    return Err(Reason::NotOneOf {
-                        got: Word::new(op),
-                        choices: "start|stop|stats",
-                    });
-                }
-            };
+            let op = DirtyOp::parse(op)?;
             command(at_ms, Command::Dirty { op, vm })
         }
         Key::MigrateStorm => {

@@ -213,6 +213,31 @@ pub enum DirtyOp {
     Stats,
 }
 
+impl DirtyOp {
+    const ALL: [Self; 3] = [Self::Start, Self::Stop, Self::Stats];
+    const CHOICES: &'static str = "start|stop|stats";
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Stats => "stats",
+        }
+    }
+
+    /// # Errors
+    /// [`Reason::NotOneOf`] for a word that names no operation.
+    pub fn parse(w: &str) -> Result<Self, Reason> {
+        Self::ALL
+            .into_iter()
+            .find(|op| op.name() == w)
+            .ok_or_else(|| Reason::NotOneOf {
+                got: Word::new(w),
+                choices: Self::CHOICES,
+            })
+    }
+}
+
 /// What `snapshot` asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotRequest {
@@ -328,6 +353,38 @@ impl fmt::Display for UsageError {
     }
 }
 
+/// The command as it would be typed, with every default spelled out: parsing the text gives
+/// the same command back. Used to log what a bootarg runs.
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Help(None) => f.write_str("help"),
+            Self::Help(Some(spec)) => write!(f, "help {}", spec.name),
+            Self::Vms => f.write_str("vms"),
+            Self::Vcpus(vm) => write!(f, "vcpus {vm}"),
+            Self::Stats(vm) => write!(f, "stats {vm}"),
+            Self::Mem => f.write_str("mem"),
+            Self::Dirty { op, vm } => write!(f, "dirty {} {vm}", op.name()),
+            Self::Pause(vm) => write!(f, "pause {vm}"),
+            Self::Resume(vm) => write!(f, "resume {vm}"),
+            Self::Snapshot(r) => {
+                write!(f, "snapshot {}", r.file)?;
+                if r.live {
+                    f.write_str(" --live")?;
+                }
+                if let Some(base) = &r.base {
+                    write!(f, " --base {base}")?;
+                }
+                write!(f, " {}", r.vm)
+            }
+            Self::Migrate { pages, vm } => write!(f, "migrate {pages} {vm}"),
+            Self::Log(level) => write!(f, "log {}", level_name(*level)),
+            Self::Console(vm) => write!(f, "console {vm}"),
+            Self::Exit => f.write_str("exit"),
+        }
+    }
+}
+
 impl Command {
     /// Parses one line typed at the monitor prompt.
     ///
@@ -369,19 +426,7 @@ fn parse_args(kind: Kind, a: &mut Args<'_>) -> Result<Command, Reason> {
         Kind::Stats => Command::Stats(a.vm()?),
         Kind::Mem => Command::Mem,
         Kind::Dirty => {
-            const CHOICES: &str = "start|stop|stats";
-            let w = a.required(CHOICES)?;
-            let op = match w {
-                "start" => DirtyOp::Start,
-                "stop" => DirtyOp::Stop,
-                "stats" => DirtyOp::Stats,
-                _ => {
-                    return Err(Reason::NotOneOf {
-                        got: Word::new(w),
-                        choices: CHOICES,
-                    });
-                }
-            };
+            let op = DirtyOp::parse(a.required(DirtyOp::CHOICES)?)?;
             Command::Dirty { op, vm: a.vm()? }
         }
         Kind::Pause => Command::Pause(a.vm()?),
@@ -456,20 +501,36 @@ pub(super) fn parse_number(w: &str, min: u64, max: u64) -> Result<u64, Reason> {
     }
 }
 
+/// Log levels by name, as `log` takes them.
+const LEVELS: [(&str, LevelFilter); 6] = [
+    ("off", LevelFilter::Off),
+    ("error", LevelFilter::Error),
+    ("warn", LevelFilter::Warn),
+    ("info", LevelFilter::Info),
+    ("debug", LevelFilter::Debug),
+    ("trace", LevelFilter::Trace),
+];
+
 /// A log level as `log` and `hyp.log=` name them, plus `off`.
+///
+/// # Errors
+/// [`Reason::NotOneOf`] for any other word.
 pub fn parse_level(w: &str) -> Result<LevelFilter, Reason> {
-    match w {
-        "off" => Ok(LevelFilter::Off),
-        "error" => Ok(LevelFilter::Error),
-        "warn" => Ok(LevelFilter::Warn),
-        "info" => Ok(LevelFilter::Info),
-        "debug" => Ok(LevelFilter::Debug),
-        "trace" => Ok(LevelFilter::Trace),
-        _ => Err(Reason::NotOneOf {
+    LEVELS
+        .iter()
+        .find(|(name, _)| *name == w)
+        .map(|(_, level)| *level)
+        .ok_or_else(|| Reason::NotOneOf {
             got: Word::new(w),
             choices: "off|error|warn|info|debug|trace",
-        }),
-    }
+        })
+}
+
+fn level_name(level: LevelFilter) -> &'static str {
+    LEVELS
+        .iter()
+        .find(|(_, l)| *l == level)
+        .map_or("info", |(name, _)| name)
 }
 
 /// The words after the command name.

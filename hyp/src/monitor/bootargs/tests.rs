@@ -154,6 +154,17 @@ fn a_snapshot_chain_comes_out_in_time_order() {
          hyp.snapshot=b@4000,base=a hyp.resume=2000",
     );
     assert_eq!(s.len(), 5);
+    let shown: Vec<String> = s.timed().map(|t| format!("{t}")).collect();
+    assert_eq!(
+        shown,
+        [
+            "at 2000 ms: snapshot a 1",
+            "at 2000 ms: pause 1",
+            "at 2000 ms: resume 1",
+            "at 4000 ms: snapshot b --base a 1",
+            "at 6000 ms: snapshot c --base b 1",
+        ]
+    );
     assert_eq!(s.next_due_ms(), Some(2000));
     assert_eq!(s.take_due(1999), None);
     // Same time: bootarg order.

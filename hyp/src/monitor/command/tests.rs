@@ -125,6 +125,9 @@ fn valid_commands() {
     ];
     for (line, want) in cases {
         assert_eq!(Command::parse(line).as_ref(), Ok(want), "{line:?}");
+        // Displayed, it reads back as the same command.
+        let text = format!("{want}");
+        assert_eq!(Command::parse(&text).as_ref(), Ok(want), "{text:?}");
     }
 }
 
@@ -295,4 +298,19 @@ fn help_lists_every_command_from_the_table() {
     );
     assert_eq!(lines[COMMANDS.len()], VM_NOTE);
     assert_eq!(format!("{}", Kind::Vms.spec().usage()), "vms");
+}
+
+#[test]
+fn display_spells_out_defaults() {
+    let shown = |line: &str| format!("{}", Command::parse(line).unwrap());
+    assert_eq!(shown("pause"), "pause 1");
+    assert_eq!(shown("dirty stats"), "dirty stats 1");
+    assert_eq!(
+        shown("snapshot d --live --base a domU1"),
+        "snapshot d --live --base a domU1"
+    );
+    assert_eq!(shown("snapshot --base a d"), "snapshot d --base a 1");
+    assert_eq!(shown("log warn"), "log warn");
+    assert_eq!(shown("quit"), "exit");
+    assert_eq!(shown("help  mem"), "help mem");
 }

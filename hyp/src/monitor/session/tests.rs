@@ -180,7 +180,10 @@ proptest! {
             Just("domU1"), Just("stats"), Just("-"), Just("help"), Just("a.snap"),
         ], 0..8)
     ) {
-        let _ = Command::parse(&words.join(" "));
+        if let Ok(command) = Command::parse(&words.join(" ")) {
+            let text = alloc::format!("{command}");
+            prop_assert_eq!(Command::parse(&text), Ok(command), "{}", text);
+        }
     }
 
     #[test]
