@@ -120,21 +120,14 @@ impl<'a> Chain<'a> {
     }
 
     /// Every saved guest frame once, with its newest contents: the newest snapshot's pages
-    /// first, then older ones not overridden. Keeps one bit per RAM page.
+    /// first, then each older one's that no newer snapshot saved again.
     pub fn pages(&self) -> impl Iterator<Item = (u64, &'a [u8])> + '_ {
-        let ram = self.header().config.ram_gfns();
-        let mut seen = vec![0u64; (ram.end - ram.start).div_ceil(64) as usize];
-        self.snaps
-            .iter()
-            .rev()
-            .flat_map(|s| s.runs().flat_map(|r| r.pages()))
-            .filter(move |&(gfn, _)| {
-                let bit = (gfn - ram.start) as usize;
-                let (w, m) = (bit / 64, 1u64 << (bit % 64));
-                let new = seen[w] & m == 0;
-                seen[w] |= m;
-                new
-            })
+        self.snaps.iter().enumerate().rev().flat_map(move |(k, s)| {
+            let newer = &self.snaps[k + 1..];
+            s.runs()
+                .flat_map(|r| r.pages())
+                .filter(move |&(gfn, _)| newer.iter().all(|n| n.page(gfn).is_none()))
+        })
     }
 
     /// Number of distinct guest frames saved.

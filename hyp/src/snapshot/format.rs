@@ -174,7 +174,14 @@ pub struct Header {
     pub config: VmConfig,
     /// The guest's virtual counter (CNTVCT_EL0) when the vCPUs stopped.
     pub counter: u64,
+    /// Pages were copied while the guest ran (live pre-copy): a GFN may be saved again by a
+    /// later PAGES section, and the copy latest in the file is its contents. Without this, a
+    /// GFN saved twice makes the file invalid.
+    pub live: bool,
 }
+
+/// Header flag bit: [`Header::live`].
+const FLAG_LIVE: u32 = 1;
 
 /// What a header decodes to, before its fields are judged.
 pub(crate) enum RawHeader {
@@ -193,6 +200,8 @@ pub(crate) enum RawHeader {
     Reserved {
         offset: usize,
     },
+    /// Unknown header flags.
+    Flags(u32),
     /// Kind field neither full nor diff, or a full snapshot naming a base.
     Kind {
         raw: u32,
@@ -203,7 +212,7 @@ pub(crate) enum RawHeader {
 }
 
 impl Header {
-    /// The 120-byte encoding: magic, version, header length, kind, reserved, id, base id,
+    /// The 120-byte encoding: magic, version, header length, kind, flags, id, base id,
     /// name, vCPUs, reserved, RAM base, RAM size, counter, counter frequency, reserved, CRC.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
@@ -216,6 +225,7 @@ impl Header {
         put32(&mut b, 8, VERSION);
         put32(&mut b, 12, HEADER_LEN as u32);
         put32(&mut b, 16, kind);
+        put32(&mut b, 20, if self.live { FLAG_LIVE } else { 0 });
         put64(&mut b, 24, self.id);
         put64(&mut b, 32, base);
         b[40..72].copy_from_slice(&c.name.field());
@@ -229,9 +239,9 @@ impl Header {
         b
     }
 
-    /// Decodes the header at the start of `bytes`, which holds at least 16 bytes. Returns the
-    /// first problem found in file order; the version is judged before anything that depends
-    /// on the layout.
+    /// Decodes the header at the start of `bytes`; `None` when `bytes` ends before the
+    /// problem or the header does. Returns the first problem found; the version is judged
+    /// before anything that depends on the layout.
     pub(crate) fn decode(bytes: &[u8]) -> Option<RawHeader> {
         let magic: [u8; 8] = bytes.get(0..8)?.try_into().ok()?;
         if magic != MAGIC {
@@ -250,7 +260,10 @@ impl Header {
         if stored != computed {
             return Some(RawHeader::Crc { stored, computed });
         }
-        for off in [20, 76, 112] {
+        if get32(b, 20)? & !FLAG_LIVE != 0 {
+            return Some(RawHeader::Flags(get32(b, 20)?));
+        }
+        for off in [76, 112] {
             if get32(b, off)? != 0 {
                 return Some(RawHeader::Reserved { offset: off });
             }
@@ -279,6 +292,7 @@ impl Header {
             kind,
             config,
             counter: get64(b, 96)?,
+            live: get32(b, 20)? & FLAG_LIVE != 0,
         }))
     }
 }

@@ -21,7 +21,7 @@
 //! | 8 | 4 | format version: 1 |
 //! | 12 | 4 | header length: 120 |
 //! | 16 | 4 | kind: 1 full, 2 diff |
-//! | 20 | 4 | reserved, 0 |
+//! | 20 | 4 | flags: bit 0 LIVE (pages copied while the guest ran, see PAGES); other bits 0 |
 //! | 24 | 8 | snapshot id (chosen by the writer) |
 //! | 32 | 8 | base id: for a diff, the id of the snapshot it is relative to; 0 for a full one |
 //! | 40 | 32 | VM name: UTF-8, NUL-padded, no NUL inside |
@@ -65,17 +65,19 @@
 //! (`Vgic::save_state`, `Pl011::save_state`); their layouts are documented there.
 //!
 //! **PAGES** (any number): u64 first GFN, u64 page count (≥ 1), then count × 4096 bytes, the
-//! pages in GFN order. Every page lies in `[RAM base, RAM base + RAM size)`, and no GFN is in
-//! two runs of one file. Only populated pages are written; a page absent from a full snapshot
-//! was never populated (restore leaves it unpopulated). A diff holds the pages written since
-//! its base; its vCPU and device sections are complete states.
+//! pages in GFN order. Every page lies in `[RAM base, RAM base + RAM size)`. Without the LIVE
+//! flag no GFN is in two runs of one file. With it (a live pre-copy appends pages dirtied
+//! again in later rounds), a GFN may be saved again by a later PAGES section, and the copy
+//! latest in the file is the page's contents. Only populated pages are written; a page absent
+//! from a full snapshot was never populated (restore leaves it unpopulated). A diff holds the
+//! pages written since its base; its vCPU and device sections are complete states.
 //!
 //! ## Trailer
 //! | Offset | Size | Field |
 //! |---|---|---|
 //! | 0 | 8 | magic `"HYPSEND\0"` |
 //! | 8 | 8 | number of sections |
-//! | 16 | 8 | number of pages (sum of the PAGES counts) |
+//! | 16 | 8 | number of pages written (sum of the PAGES counts, repeats included) |
 //! | 24 | 4 | CRC-32 of every file byte before the trailer |
 //! | 28 | 4 | reserved, 0 |
 //!
@@ -88,7 +90,7 @@
 //! section type; a full snapshot with a non-zero base id; a VM configuration out of range; a
 //! vCPU index out of range, twice, or missing; a power state other than 0/1 or a PSTATE mode
 //! above EL1; a second VGIC or UART section; a page run that is empty, outside RAM, or
-//! overlapping another; trailer counts that disagree with the sections.
+//! overlapping another (without LIVE); unknown header flags; trailer counts that disagree with the sections.
 //!
 //! ## Chains
 //! A restore applies a full snapshot, then each diff in order: diff `n`'s base id is the id of

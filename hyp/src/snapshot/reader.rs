@@ -1,6 +1,7 @@
 //! The validating reader: [`Snapshot::parse`] checks a whole file before anything in it is
 //! used, and the result borrows page data and device blobs from the file's bytes.
 
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -40,6 +41,10 @@ pub enum SnapshotError {
     /// Reserved bytes that must be zero are not.
     Reserved {
         offset: usize,
+    },
+    /// Header flags this version does not define.
+    HeaderFlags {
+        flags: u32,
     },
     /// The kind field is unknown, or a full snapshot names a base.
     Kind {
@@ -156,6 +161,10 @@ impl fmt::Display for SnapshotError {
             Self::Reserved { offset } => {
                 write!(f, "reserved bytes at offset {offset} are not zero")
             }
+            Self::HeaderFlags { flags } => write!(
+                f,
+                "the header has flags {flags:#x}; version {VERSION} defines only bit 0 (LIVE)"
+            ),
             Self::Kind { raw, base_id } => write!(
                 f,
                 "the header's kind {raw} with base id {base_id:#x} is neither a full snapshot (1, base 0) nor a diff (2)"
@@ -296,9 +305,13 @@ pub struct Snapshot<'a> {
     /// By index: `vcpus[i].index == i`.
     vcpus: Vec<VcpuState>,
     devices: [Option<&'a [u8]>; 2],
-    /// By first frame, non-overlapping.
+    /// What each saved frame holds, by first frame, non-overlapping (for a LIVE file, the
+    /// parts of each run that no later run overrides).
     runs: Vec<RunRef>,
+    /// Distinct frames saved.
     pages: u64,
+    /// Sum of the PAGES counts (the trailer's page count).
+    pages_written: u64,
 }
 
 impl<'a> Snapshot<'a> {
@@ -403,24 +416,35 @@ impl<'a> Snapshot<'a> {
             let index = index as u32;
             vcpu_states.push(slot.ok_or(SnapshotError::MissingVcpu { index })?);
         }
-        runs.sort_unstable_by_key(|r: &RunRef| r.first_gfn);
-        for w in runs.windows(2) {
-            let (a, b) = (&w[0], &w[1]);
-            if a.first_gfn + a.count > b.first_gfn {
-                let later = if a.section_at > b.section_at { a } else { b };
+        let runs = if header.live {
+            latest_copies(&runs)
+        } else {
+            runs.sort_unstable_by_key(|r: &RunRef| r.first_gfn);
+            if let Some(w) = runs
+                .windows(2)
+                .find(|w| w[0].first_gfn + w[0].count > w[1].first_gfn)
+            {
+                let later = if w[0].section_at > w[1].section_at {
+                    &w[0]
+                } else {
+                    &w[1]
+                };
                 return Err(SnapshotError::PageTwice {
                     offset: later.section_at,
-                    gfn: b.first_gfn,
+                    gfn: w[1].first_gfn,
                 });
             }
-        }
+            runs
+        };
+        let distinct = runs.iter().map(|r| r.count).sum();
         Ok(Self {
             bytes,
             header,
             vcpus: vcpu_states,
             devices,
             runs,
-            pages,
+            pages: distinct,
+            pages_written: pages,
         })
     }
 
@@ -438,7 +462,8 @@ impl<'a> Snapshot<'a> {
         self.devices[kind.index()]
     }
 
-    /// The page runs in guest-frame order (they never overlap).
+    /// The saved pages as runs in guest-frame order, never overlapping. In a LIVE file a run
+    /// may be part of a PAGES section: the rest was overridden by a later section.
     pub fn runs(&self) -> impl ExactSizeIterator<Item = PageRun<'a>> + '_ {
         self.runs.iter().map(|r| self.run(r))
     }
@@ -458,9 +483,15 @@ impl<'a> Snapshot<'a> {
         self.bytes.get(at..at + PAGE_SIZE)
     }
 
-    /// Pages in all runs.
+    /// Distinct guest frames saved.
     pub fn page_count(&self) -> u64 {
         self.pages
+    }
+
+    /// Pages in all PAGES sections; more than [`Snapshot::page_count`] when a LIVE file saved
+    /// some frames again.
+    pub fn pages_written(&self) -> u64 {
+        self.pages_written
     }
 
     /// The file's length in bytes.
@@ -481,6 +512,47 @@ impl<'a> Snapshot<'a> {
             data: bytes.get(r.data_at..r.data_at + len).unwrap_or(&[]),
         }
     }
+}
+
+/// The parts of `runs` (in file order) that no later run overrides, sorted by frame: walks
+/// the runs newest first, keeping the frames already claimed as disjoint intervals.
+fn latest_copies(runs: &[RunRef]) -> Vec<RunRef> {
+    let mut claimed: BTreeMap<u64, u64> = BTreeMap::new(); // start -> end
+    let mut out = Vec::new();
+    for r in runs.iter().rev() {
+        let (start, end) = (r.first_gfn, r.first_gfn + r.count);
+        let piece = |from: u64, to: u64| RunRef {
+            first_gfn: from,
+            count: to - from,
+            data_at: r.data_at + (from - start) as usize * PAGE_SIZE,
+            section_at: r.section_at,
+        };
+        let mut hits: Vec<(u64, u64)> = claimed
+            .range(..start)
+            .next_back()
+            .map(|(&a, &b)| (a, b))
+            .filter(|&(_, b)| b > start)
+            .into_iter()
+            .collect();
+        hits.extend(claimed.range(start..end).map(|(&a, &b)| (a, b)));
+        let mut at = start;
+        let (mut lo, mut hi) = (start, end);
+        for &(a, b) in &hits {
+            if a > at {
+                out.push(piece(at, a));
+            }
+            at = at.max(b);
+            lo = lo.min(a);
+            hi = hi.max(b);
+            claimed.remove(&a);
+        }
+        if at < end {
+            out.push(piece(at, end));
+        }
+        claimed.insert(lo, hi);
+    }
+    out.sort_unstable_by_key(|r| r.first_gfn);
+    out
 }
 
 fn parse_header(bytes: &[u8]) -> Result<Header, SnapshotError> {
@@ -505,6 +577,7 @@ fn parse_header(bytes: &[u8]) -> Result<Header, SnapshotError> {
             Err(SnapshotError::HeaderCrc { stored, computed })
         }
         Some(RawHeader::Reserved { offset }) => Err(SnapshotError::Reserved { offset }),
+        Some(RawHeader::Flags(flags)) => Err(SnapshotError::HeaderFlags { flags }),
         Some(RawHeader::Kind { raw, base_id }) => Err(SnapshotError::Kind { raw, base_id }),
         Some(RawHeader::Config(e)) => Err(SnapshotError::Config(e)),
         Some(RawHeader::Ok(h)) => Ok(h),

@@ -28,6 +28,7 @@ fn header(id: u64, kind: Kind, config: VmConfig) -> Header {
         kind,
         config,
         counter: 0x1234_5678_9abc + id,
+        live: false,
     }
 }
 
@@ -713,6 +714,53 @@ fn overlapping_runs_are_refused() {
     );
 }
 
+/// Writes a LIVE file with `runs` in order and checks every frame reads as the latest copy.
+fn check_live(runs: &[(u64, usize, u8)]) {
+    let mut spec = full_spec(1);
+    spec.header.live = true;
+    spec.runs = runs
+        .iter()
+        .map(|&(off, n, seed)| (FIRST_GFN + off, pages(FIRST_GFN + off, n, seed)))
+        .collect();
+    let (f, summary) = write(&spec);
+    let s = Snapshot::parse(&f).unwrap();
+    assert!(s.header().live);
+    let mut want = alloc::collections::BTreeMap::new();
+    for (gfn, data) in &spec.runs {
+        for (i, p) in data.chunks(PAGE_SIZE).enumerate() {
+            want.insert(gfn + i as u64, p);
+        }
+    }
+    let got: Vec<(u64, &[u8])> = s.runs().flat_map(|r| r.pages()).collect();
+    let want: Vec<(u64, &[u8])> = want.into_iter().collect();
+    assert_eq!(got, want, "runs {runs:?}");
+    for &(gfn, p) in &want {
+        assert_eq!(s.page(gfn), Some(p));
+    }
+    assert_eq!(s.page_count(), want.len() as u64);
+    assert_eq!(s.pages_written(), summary.pages);
+    check_accepted(&s);
+}
+
+#[test]
+fn live_file_keeps_the_latest_copy_of_each_page() {
+    check_live(&[(0, 4, 1), (2, 1, 2), (3, 3, 3), (1, 1, 4)]);
+    check_live(&[(5, 2, 1), (0, 10, 2)]);
+    check_live(&[(0, 10, 1), (2, 2, 2), (6, 2, 3), (1, 8, 4), (0, 1, 5)]);
+    // The same repeats without LIVE are refused.
+    let mut spec = full_spec(1);
+    spec.runs = vec![
+        (FIRST_GFN, pages(FIRST_GFN, 2, 1)),
+        (FIRST_GFN + 1, pages(FIRST_GFN + 1, 1, 2)),
+    ];
+    let f = write(&spec).0;
+    assert!(
+        matches!(Snapshot::parse(&f), Err(SnapshotError::PageTwice { gfn, .. }) if gfn == FIRST_GFN + 1)
+    );
+    let e = refused_with(small_file(), |f| f[20] = 2);
+    assert_eq!(e, SnapshotError::HeaderFlags { flags: 2 });
+}
+
 // ---- fuzzing ---------------------------------------------------------------------------
 
 #[test]
@@ -763,6 +811,10 @@ fn check_accepted(s: &Snapshot<'_>) {
         total += r.count();
     }
     assert_eq!(total, s.page_count());
+    assert!(s.pages_written() >= total);
+    if !s.header().live {
+        assert_eq!(s.pages_written(), total);
+    }
 }
 
 proptest! {
@@ -832,5 +884,16 @@ proptest! {
         if let Ok(s) = Snapshot::parse(&f) {
             check_accepted(&s);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn live_runs_resolve_to_the_latest_copy(
+        runs in prop::collection::vec((0u64..24, 1usize..6, any::<u8>()), 1..8),
+    ) {
+        check_live(&runs);
     }
 }
