@@ -8,6 +8,7 @@
 //! `domU1`; without it a command means VM 1.
 #![forbid(unsafe_code)]
 
+use super::LineSink;
 use super::path::{BadPath, HostPath};
 use super::select::{BadVm, VmSelector};
 use super::word::Word;
@@ -45,7 +46,21 @@ pub struct Spec {
 }
 
 /// Every command, in the order `help` lists them.
-pub static COMMANDS: [Spec; 14] = [
+pub static COMMANDS: [Spec; 14] = TABLE;
+
+// `Kind::spec` indexes the table by kind.
+const _: () = {
+    let mut i = 0;
+    while i < TABLE.len() {
+        assert!(
+            TABLE[i].kind as usize == i,
+            "COMMANDS rows out of Kind order"
+        );
+        i += 1;
+    }
+};
+
+const TABLE: [Spec; 14] = [
     row(
         Kind::Help,
         "help",
@@ -132,7 +147,7 @@ pub const MIGRATE_MAX: u32 = 10_000_000;
 impl Kind {
     /// This command's row of [`COMMANDS`].
     pub fn spec(self) -> &'static Spec {
-        // The table has one row per kind, in declaration order (checked by a test).
+        // In range: the table has one row per kind, in declaration order (checked at compile time).
         &COMMANDS[self as usize]
     }
 }
@@ -190,16 +205,12 @@ fn usage_width() -> usize {
         .unwrap_or(0)
 }
 
-/// The text of `help`: one line per command (each ending in `\n`), then what `VM` means.
-pub struct Help;
-
-impl fmt::Display for Help {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for spec in &COMMANDS {
-            writeln!(f, "{spec}")?;
-        }
-        writeln!(f, "{VM_NOTE}")
+/// `help`: one line per command, then what `VM` means.
+pub fn help(out: LineSink<'_>) {
+    for spec in &COMMANDS {
+        out(format_args!("{spec}"));
     }
+    out(format_args!("{VM_NOTE}"));
 }
 
 /// What the `VM` argument means, shown at the end of `help`.

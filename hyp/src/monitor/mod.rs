@@ -27,5 +27,9 @@ pub mod session;
 pub mod stats;
 pub mod word;
 
+/// Where the monitor's multi-line output (`help`, reports) goes: called once per line, without
+/// a line end, so the console can print whole lines that never interleave with a guest's.
+pub type LineSink<'a> = &'a mut dyn FnMut(core::fmt::Arguments<'_>);
+
 /// The monitor's prompt, printed after the banner and after each command's output.
 pub const PROMPT: &str = "hyp> ";

@@ -6,11 +6,9 @@
 //! spaces and numbers are plain decimal, so scripts (and the QEMU tests) can read them.
 #![forbid(unsafe_code)]
 
+use super::LineSink;
 use super::select::VmNumber;
 use core::fmt;
-
-/// Where report lines go: called once per line.
-pub type LineSink<'a> = &'a mut dyn FnMut(fmt::Arguments<'_>);
 
 /// A VM's run state as the monitor shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -25,9 +25,8 @@ fn snap(file: &str, live: bool, base: Option<&str>, sel: VmSelector) -> Command 
 }
 
 #[test]
-fn table_has_one_row_per_kind_in_order() {
-    for (i, spec) in COMMANDS.iter().enumerate() {
-        assert_eq!(spec.kind as usize, i, "{}", spec.name);
+fn table_names_are_unique() {
+    for spec in &COMMANDS {
         assert_eq!(spec.kind.spec().name, spec.name);
         assert!(!spec.about.is_empty());
     }
@@ -282,8 +281,8 @@ fn file_name_length_is_bounded() {
 
 #[test]
 fn help_lists_every_command_from_the_table() {
-    let text = format!("{Help}");
-    let lines: alloc::vec::Vec<&str> = text.lines().collect();
+    let mut lines = alloc::vec::Vec::new();
+    help(&mut |args| lines.push(alloc::fmt::format(args)));
     let width = "snapshot FILE [--live] [--base FILE] [VM]".len();
     assert_eq!(lines.len(), COMMANDS.len() + 1);
     for (line, spec) in lines.iter().zip(&COMMANDS) {
