@@ -5,6 +5,26 @@
 //! Entering the monitor forgets any half-typed monitor line (the banner and a fresh prompt
 //! replace it on screen). `exit`/`quit` is handled here, because only the router can give focus
 //! back; every other command goes to the caller.
+//!
+//! ```
+//! use hyp::monitor::select::VmNumber;
+//! use hyp::monitor::session::{Action, MonitorInput};
+//!
+//! let mut input = MonitorInput::new(Some(VmNumber::FIRST));
+//! let mut screen = Vec::new();
+//! let mut run = Vec::new();
+//! for &byte in b"ls\x1dmem\rexit\r" {
+//!     let step = input.feed(byte);
+//!     screen.extend_from_slice(step.echo);
+//!     match step.action {
+//!         Action::Guest { .. } => {} // give the byte to that VM's virtual UART
+//!         Action::Run(command) => run.push(command.to_string()),
+//!         _ => {}
+//!     }
+//! }
+//! assert_eq!(run, ["mem"]);
+//! assert!(screen.ends_with(b"exit\r\n[back to the guest console]\r\n"));
+//! ```
 #![forbid(unsafe_code)]
 
 use super::command::{Command, Reason, UsageError};
