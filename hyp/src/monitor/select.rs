@@ -88,6 +88,24 @@ impl VmSelector {
         }
     }
 
+    /// The VM this selects among the VMs named `names` (VM 1 first).
+    ///
+    /// # Errors
+    /// [`NoSuchVm`] when no VM has that number or name.
+    pub fn resolve(&self, names: &[&str]) -> Result<VmNumber, NoSuchVm> {
+        let found = match self {
+            Self::Number(n) => (n.index() < names.len()).then_some(*n),
+            Self::Name(s) => names
+                .iter()
+                .position(|name| name == s)
+                .and_then(VmNumber::from_index),
+        };
+        found.ok_or_else(|| NoSuchVm {
+            wanted: self.clone(),
+            count: names.len(),
+        })
+    }
+
     /// Whether this selects the VM with `number` and `name`.
     pub fn matches(&self, number: VmNumber, name: &str) -> bool {
         match self {
@@ -103,6 +121,24 @@ impl fmt::Display for VmSelector {
             Self::Number(n) => fmt::Display::fmt(n, f),
             Self::Name(s) => f.pad(s),
         }
+    }
+}
+
+/// A selector that matches none of the VMs there are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoSuchVm {
+    pub wanted: VmSelector,
+    /// How many VMs there are.
+    pub count: usize,
+}
+
+impl fmt::Display for NoSuchVm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "there is no VM {} (`vms` lists the {} VMs)",
+            self.wanted, self.count
+        )
     }
 }
 
@@ -186,6 +222,25 @@ mod tests {
         assert!(!num(1).matches(two, "domU2"));
         assert!(VmSelector::Name("domU2".into()).matches(two, "domU2"));
         assert!(!VmSelector::Name("domU1".into()).matches(two, "domU2"));
+    }
+
+    #[test]
+    fn resolve_finds_the_vm_by_number_or_name() {
+        let names = ["domU1", "domU2"];
+        let two = VmNumber::new(2).unwrap();
+        assert_eq!(num(2).resolve(&names), Ok(two));
+        assert_eq!(VmSelector::Name("domU2".into()).resolve(&names), Ok(two));
+        assert_eq!(VmSelector::DEFAULT.resolve(&names), Ok(VmNumber::FIRST));
+        let e = num(3).resolve(&names).unwrap_err();
+        assert_eq!(format!("{e}"), "there is no VM 3 (`vms` lists the 2 VMs)");
+        let e = VmSelector::Name("domU3".into())
+            .resolve(&names)
+            .unwrap_err();
+        assert_eq!(
+            format!("{e}"),
+            "there is no VM domU3 (`vms` lists the 2 VMs)"
+        );
+        assert!(VmSelector::DEFAULT.resolve(&[]).is_err());
     }
 
     #[test]
