@@ -274,15 +274,9 @@ fn parse_value(key: Key, value: &str, schedule: &mut Schedule) -> Result<Option<
     match key {
         Key::Snapshot => {
             let (file, at_ms) = at("@MS after FILE")?;
-            command(
-                at_ms,
-                Command::Snapshot(SnapshotRequest {
-                    file: parse_path(file)?,
-                    live: opts.live,
-                    base: opts.base,
-                    vm,
-                }),
-            )
+            let file = parse_path(file)?;
+            let request = SnapshotRequest::new(file, opts.live, opts.base, vm)?;
+            command(at_ms, Command::Snapshot(request))
         }
         Key::Pause => command(parse_ms(head)?, Command::Pause(vm)),
         Key::Resume => command(parse_ms(head)?, Command::Resume(vm)),

@@ -260,6 +260,27 @@ pub struct SnapshotRequest {
     pub vm: VmSelector,
 }
 
+impl SnapshotRequest {
+    /// # Errors
+    /// [`Reason::BaseIsFile`] when the diff would overwrite its own base.
+    pub fn new(
+        file: HostPath,
+        live: bool,
+        base: Option<HostPath>,
+        vm: VmSelector,
+    ) -> Result<Self, Reason> {
+        if base.as_ref() == Some(&file) {
+            return Err(Reason::BaseIsFile);
+        }
+        Ok(Self {
+            file,
+            live,
+            base,
+            vm,
+        })
+    }
+}
+
 /// A parsed monitor command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -326,6 +347,8 @@ pub enum Reason {
     },
     Vm(BadVm),
     Path(BadPath),
+    /// A snapshot whose base is the file it writes.
+    BaseIsFile,
 }
 
 impl fmt::Display for Reason {
@@ -344,6 +367,7 @@ impl fmt::Display for Reason {
             }
             Self::Vm(e) => write!(f, "{e}"),
             Self::Path(e) => write!(f, "{e}"),
+            Self::BaseIsFile => f.write_str("the snapshot would overwrite its own base"),
         }
     }
 }
@@ -480,12 +504,8 @@ fn parse_snapshot(a: &mut Args<'_>) -> Result<SnapshotRequest, Reason> {
             _ => return Err(Reason::Unexpected(Word::new(w))),
         }
     }
-    Ok(SnapshotRequest {
-        file: file.ok_or(Reason::Missing("FILE"))?,
-        live,
-        base,
-        vm: vm.unwrap_or_default(),
-    })
+    let file = file.ok_or(Reason::Missing("FILE"))?;
+    SnapshotRequest::new(file, live, base, vm.unwrap_or_default())
 }
 
 /// A file name as a command or bootarg gives it.

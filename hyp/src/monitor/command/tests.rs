@@ -212,6 +212,10 @@ fn malformed_commands_say_why_and_how() {
             "snapshot a\x01b",
             "the file name `a\\u{1}b` has a control character; usage: snapshot FILE [--live] [--base FILE] [VM]",
         ),
+        (
+            "snapshot a.snap --base a.snap",
+            "the snapshot would overwrite its own base; usage: snapshot FILE [--live] [--base FILE] [VM]",
+        ),
         ("migrate", "missing N; usage: migrate N [VM]"),
         (
             "migrate 0",
