@@ -217,12 +217,16 @@ pub enum Counter {
     VtimerIrq,
     /// VM reboots (PSCI SYSTEM_RESET).
     Reset,
+    /// Guest pages moved to new frames.
+    Migrated,
+    /// Pages reported by dirty-log harvests.
+    DirtyHarvested,
     Fiq,
     SError,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 17] = [
         Counter::Hvc,
         Counter::Smc,
         Counter::Wfi,
@@ -236,9 +240,19 @@ impl Counter {
         Counter::Irq,
         Counter::VtimerIrq,
         Counter::Reset,
+        Counter::Migrated,
+        Counter::DirtyHarvested,
         Counter::Fiq,
         Counter::SError,
     ];
+
+    /// Whether the counter counts guest exits (rather than events during them).
+    pub const fn is_exit(self) -> bool {
+        !matches!(
+            self,
+            Counter::VtimerIrq | Counter::Reset | Counter::Migrated | Counter::DirtyHarvested
+        )
+    }
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -255,6 +269,8 @@ impl Counter {
             Counter::Irq => "irq",
             Counter::VtimerIrq => "vtimer-irq",
             Counter::Reset => "reset",
+            Counter::Migrated => "migrated",
+            Counter::DirtyHarvested => "dirty-harvested",
             Counter::Fiq => "fiq",
             Counter::SError => "serror",
         }
@@ -279,13 +295,21 @@ impl ExitStats {
         }
     }
     pub fn count(&self, c: Counter) {
-        self.counts[c as usize].fetch_add(1, Ordering::Relaxed);
+        self.add(c, 1);
+    }
+    pub fn add(&self, c: Counter, n: u64) {
+        self.counts[c as usize].fetch_add(n, Ordering::Relaxed);
     }
     pub fn get(&self, c: Counter) -> u64 {
         self.counts[c as usize].load(Ordering::Relaxed)
     }
+    /// Guest exits (events such as forwarded timer interrupts or migrations not included).
     pub fn total(&self) -> u64 {
-        Counter::ALL.iter().map(|&c| self.get(c)).sum()
+        Counter::ALL
+            .iter()
+            .filter(|c| c.is_exit())
+            .map(|&c| self.get(c))
+            .sum()
     }
 }
 

@@ -97,12 +97,18 @@ el2_trap_common:
     b.eq    2f
     cmp     x1, #5
     b.eq    2f
+    /* A semihosting I/O call without semihosting is refused, not fatal (`el2_sync_fixup`). */
+    mov     x19, x1
     mov     x0, sp
+    bl      el2_sync_fixup
+    cbnz    x0, 3f
+    mov     x0, sp
+    mov     x1, x19
     bl      el2_unexpected_exception
 1:  wfe
     b       1b
 2:  bl      el2_irq
-    ldp     x2, x3, [sp, #248]
+3:  ldp     x2, x3, [sp, #248]
     msr     elr_el2, x2
     msr     spsr_el2, x3
     ldp     x2, x3, [sp, #16]
@@ -113,7 +119,7 @@ el2_trap_common:
     ldp     x12, x13, [sp, #96]
     ldp     x14, x15, [sp, #112]
     ldp     x16, x17, [sp, #128]
-    ldr     x18, [sp, #144]
+    ldp     x18, x19, [sp, #144]
     ldr     x30, [sp, #240]
     ldp     x0, x1, [sp]
     add     sp, sp, #{frame}
@@ -174,6 +180,19 @@ fn guard_page_hit(addr: u64) -> Option<(usize, bool)> {
             None
         }
     })
+}
+
+/// A synchronous EL2 exception that is an answer rather than an error: the semihosting I/O
+/// trap without semihosting (an undefined instruction) returns "failed" to its caller. Returns
+/// whether `frame` was fixed up to resume.
+#[unsafe(no_mangle)]
+extern "C" fn el2_sync_fixup(frame: &mut TrapFrame) -> bool {
+    if Esr(frame.esr).ec() == 0 && frame.elr == semihosting::io_hlt_address() {
+        frame.x[0] = u64::MAX;
+        frame.elr += 4;
+        return true;
+    }
+    false
 }
 
 #[unsafe(no_mangle)]

@@ -22,6 +22,8 @@
 //! goes to the console guest's virtual UART. An interrupt made pending for a vCPU on another
 //! pCPU (an SGI, a UART SPI) kicks that pCPU with a physical SGI.
 
+mod control;
+
 use super::guest_irq::{self, Drained};
 use super::stage2::{self, HwFrameData, HwPhysMem, HwTlb};
 use super::sysreg::{clean_dcache_range, counter, read_sysreg, sev, wfe, wfi, write_sysreg};
@@ -104,6 +106,7 @@ pub struct Guest {
     hw: GuestConfig,
     ram: (u64, u64),
     running: AtomicBool,
+    control: control::Control,
     /// A PSCI SYSTEM_RESET is under way: every vCPU leaves the guest.
     resetting: AtomicBool,
     boot: BootImages,
@@ -115,6 +118,32 @@ pub struct Guest {
 static FRAMES: Once<Mutex<FrameTable>> = Once::new();
 static GUESTS: Once<Vec<&'static Guest>> = Once::new();
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// An operation asked of a VM (by the monitor or the bootargs), run by the executor on pCPU 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmRequest {
+    Pause,
+    Resume,
+    /// Move this many random guest pages to new frames while the VM runs.
+    Migrate(u64),
+    DirtyStart,
+    DirtyStop,
+    /// Harvest the dirty log and report the count.
+    DirtyHarvest,
+}
+
+/// Requests waiting for the executor: (VM index in creation order, request).
+static REQUESTS: Mutex<alloc::collections::VecDeque<(usize, VmRequest)>> =
+    Mutex::new(alloc::collections::VecDeque::new());
+static HAVE_REQUESTS: AtomicBool = AtomicBool::new(false);
+
+/// Queues `req` for VM `vm` (0-based, creation order); pCPU 0 runs it at its next service
+/// point (a guest exit, a WFI wake-up, or while parked).
+pub fn request(vm: usize, req: VmRequest) {
+    REQUESTS.lock().push_back((vm, req));
+    HAVE_REQUESTS.store(true, Ordering::Release);
+    guest_irq::kick(0);
+}
 
 fn frames() -> &'static Mutex<FrameTable> {
     FRAMES.get().expect("frame pool set up before any guest")
@@ -347,6 +376,7 @@ fn create(
         hw,
         ram,
         running: AtomicBool::new(false),
+        control: control::Control::new(d.cpus as usize),
         resetting: AtomicBool::new(false),
         boot,
         has_uart: d.vpl011,
@@ -519,6 +549,8 @@ fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
         if !g.running.load(Ordering::Acquire) || g.resetting.load(Ordering::Acquire) {
             break Next::StopVcpu;
         }
+        service(g, v);
+        control::park_if_paused(g, v, &mut regs, &mut gic_state, &mut lrs);
         if !vgic_flush(g, v, &gic_state, &mut lrs) {
             break Next::StopVm;
         }
@@ -541,6 +573,82 @@ fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
         Next::ResetVm => reset_vm(g, v),
         Next::Resume | Next::StopVcpu => {}
     }
+}
+
+/// Runs queued requests, on pCPU 0 only (the console's pCPU, where monitor input arrives).
+/// `g`/`v` are the VM and vCPU this pCPU runs: a request that needs `g` paused while this
+/// vCPU is still in its run loop only sets the pause flag and waits for the vCPU's park loop.
+fn service(g: &'static Guest, v: usize) {
+    if !HAVE_REQUESTS.load(Ordering::Acquire) || super::percpu::cpu_index() != 0 {
+        return;
+    }
+    let Some((vm, req)) = REQUESTS.lock().front().copied() else {
+        HAVE_REQUESTS.store(false, Ordering::Release);
+        return;
+    };
+    let Some(target) = GUESTS.get().and_then(|gs| gs.get(vm).copied()) else {
+        log::warn!("request {req:?}: there is no VM {}", vm + 1);
+        finish_request();
+        return;
+    };
+    let me = core::ptr::eq(target, g).then_some(v);
+    let parked_here = me.is_none() || g.control.pause_requested() && parked_self(g, v);
+    match req {
+        VmRequest::Pause if !parked_here => {
+            // Park first (at this vCPU's next loop top); the pause completes from there.
+            g.control.request_pause();
+            return;
+        }
+        VmRequest::Pause => match control::pause(target, me) {
+            Ok(()) => log::info!("{}: paused", target.name),
+            Err(e) => log::error!("{}: pause: {e}", target.name),
+        },
+        VmRequest::Resume => {
+            control::resume(target);
+            log::info!("{}: resumed", target.name);
+        }
+        VmRequest::Migrate(n) => {
+            let mut rng = control::Rng::new(counter());
+            let r = control::migrate(target, n, &mut rng);
+            log::info!(
+                "{}: migrate: {} pages moved, {} picked were unbacked, {} refused",
+                target.name,
+                r.moved,
+                r.unbacked,
+                r.refused
+            );
+        }
+        VmRequest::DirtyStart => match target.mem.enable_dirty_log(frames(), &mut HwFrameData, 0) {
+            Ok(()) => log::info!("{}: dirty logging on", target.name),
+            Err(e) => log::error!("{}: dirty start: {e}", target.name),
+        },
+        VmRequest::DirtyStop => match target.mem.disable_dirty_log(frames(), &mut HwFrameData, 0) {
+            Ok(()) => log::info!("{}: dirty logging off", target.name),
+            Err(e) => log::error!("{}: dirty stop: {e}", target.name),
+        },
+        VmRequest::DirtyHarvest => {
+            let mut bits = alloc::vec![0u64; (target.ram.1 / PAGE_SIZE).div_ceil(64) as usize];
+            match target.mem.harvest_dirty_log(0, &mut bits) {
+                Ok(n) => {
+                    target.stats.add(Counter::DirtyHarvested, n);
+                    log::info!("{}: dirty pages since the last harvest: {n}", target.name);
+                }
+                Err(e) => log::error!("{}: dirty harvest: {e}", target.name),
+            }
+        }
+    }
+    finish_request();
+}
+
+/// Whether vCPU `v` of `g` (this pCPU's) is parked: the executor runs from its park loop.
+fn parked_self(g: &Guest, v: usize) -> bool {
+    control::is_parked(g, v)
+}
+
+fn finish_request() {
+    let mut q = REQUESTS.lock();
+    q.pop_front();
+    HAVE_REQUESTS.store(!q.is_empty(), Ordering::Release);
 }
 
 /// How long a reset waits for the other vCPUs to leave the guest.
@@ -766,6 +874,8 @@ fn wait_for_interrupt(g: &Guest, v: usize) {
     loop {
         deliver(g, v, guest_irq::drain());
         if !g.running.load(Ordering::Acquire)
+            || g.control.pause_requested()
+            || HAVE_REQUESTS.load(Ordering::Acquire)
             || g.devices.lock().vgic.vcpu_has_pending(v).unwrap_or(true)
         {
             return;

@@ -5,6 +5,7 @@ pub mod console;
 pub mod el2;
 pub mod exception;
 pub mod fatal;
+pub mod fpsimd;
 pub mod gic;
 pub mod guest;
 pub mod guest_irq;

@@ -1,0 +1,216 @@
+//! Stopping a VM's vCPUs at EL2 (pause) and the operations run on a live or paused VM:
+//! resume, dirty logging, page migration.
+//!
+//! Pause protocol: the pauser sets the VM's pause flag and kicks every vCPU; each vCPU, at the
+//! top of its run loop, saves its whole state (registers, EL1 system registers, FP/SIMD, the
+//! virtual CPU interface; its list registers are already folded back into the vGIC model) into
+//! its slot and parks at EL2, still draining its pCPU's interrupts into the vGIC. Once every
+//! vCPU is parked or off, nothing writes guest memory or device state: the VM is a coherent
+//! image. On resume each vCPU reloads its slot, which a restore may have replaced.
+
+use super::{Guest, LrTrack, deliver, frames};
+use crate::arch::aarch64::fpsimd::FpState;
+use crate::arch::aarch64::guest_irq;
+use crate::arch::aarch64::ich::{self, VgicCpuState};
+use crate::arch::aarch64::stage2::HwFrameData;
+use crate::arch::aarch64::sysreg::{counter, counter_frequency, wfi};
+use crate::arch::aarch64::vcpu::{El1State, GuestRegs};
+use crate::mm::addr::{Ipa, PAGE_SIZE};
+use crate::mm::ownership::GuestPage;
+use crate::vm::exit::Counter;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
+use spin::Mutex;
+
+/// How long a pause waits for every vCPU to park.
+const PAUSE_WAIT_MS: u64 = 1000;
+
+/// Everything a vCPU needs to continue, as saved when it parked.
+#[derive(Clone, Debug, Default)]
+pub struct VcpuSaved {
+    pub regs: GuestRegs,
+    pub el1: El1State,
+    pub fp: FpState,
+    pub gic: VgicCpuState,
+}
+
+/// A VM's pause state.
+pub(super) struct Control {
+    pause: AtomicBool,
+    parked: Vec<AtomicBool>,
+    saved: Vec<Mutex<Option<VcpuSaved>>>,
+}
+
+impl Control {
+    pub(super) fn new(vcpus: usize) -> Self {
+        Self {
+            pause: AtomicBool::new(false),
+            parked: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
+            saved: (0..vcpus).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    pub(super) fn pause_requested(&self) -> bool {
+        self.pause.load(Ordering::Acquire)
+    }
+
+    /// Sets the pause flag only (the caller's own vCPU parks at its next loop top).
+    pub(super) fn request_pause(&self) {
+        self.pause.store(true, Ordering::Release);
+    }
+}
+
+/// Whether vCPU `v` of `g` is parked.
+pub(super) fn is_parked(g: &Guest, v: usize) -> bool {
+    g.control
+        .parked
+        .get(v)
+        .is_some_and(|p| p.load(Ordering::Acquire))
+}
+
+/// Why a pause did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PauseError {
+    /// A vCPU did not park in time (it stays asked to; `resume` cancels).
+    Timeout { vcpu: usize },
+    /// The VM is not running.
+    NotRunning,
+}
+
+impl core::fmt::Display for PauseError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Timeout { vcpu } => {
+                write!(f, "vCPU {vcpu} did not stop within {PAUSE_WAIT_MS} ms")
+            }
+            Self::NotRunning => f.write_str("the VM is not running"),
+        }
+    }
+}
+
+/// At the top of the run loop: while the VM is paused, saves this vCPU's state, parks, and
+/// reloads the (possibly replaced) state on resume.
+pub(super) fn park_if_paused(
+    g: &'static Guest,
+    v: usize,
+    regs: &mut GuestRegs,
+    gic: &mut VgicCpuState,
+    lrs: &mut LrTrack,
+) {
+    let c = &g.control;
+    if !c.pause_requested() {
+        return;
+    }
+    ich::save(gic);
+    *c.saved[v].lock() = Some(VcpuSaved {
+        regs: regs.clone(),
+        el1: El1State::save(),
+        fp: FpState::save(),
+        gic: *gic,
+    });
+    c.parked[v].store(true, Ordering::Release);
+    while c.pause_requested() && g.running.load(Ordering::Acquire) {
+        deliver(g, v, guest_irq::drain());
+        super::service(g, v);
+        if !c.pause_requested() {
+            break;
+        }
+        wfi();
+    }
+    let s = c.saved[v].lock().take().unwrap_or_default();
+    c.parked[v].store(false, Ordering::Release);
+    *regs = s.regs;
+    // SAFETY: this pCPU runs only this vCPU; the state is the one it parked with (or a
+    // restored one of the same VM), an EL1 context like any the guest set itself.
+    unsafe { s.el1.load() };
+    s.fp.load();
+    *gic = s.gic;
+    // The virtual CPU interface was saved and disabled: restore it and reload the list
+    // registers at the next entry.
+    lrs.saved = true;
+    lrs.generation = None;
+}
+
+/// Whether every vCPU of `g` is parked or off (other than `except`, the caller's own).
+fn all_stopped(g: &Guest, except: Option<usize>) -> Option<usize> {
+    (0..g.power.vcpus()).find(|&v| {
+        Some(v) != except && !g.control.parked[v].load(Ordering::Acquire) && !g.power.is_off(v)
+    })
+}
+
+/// Asks every vCPU of `g` to park and waits until they have. `me` is the caller's own vCPU of
+/// `g` if it has one: it must already be parked (the caller runs in its park loop) or the
+/// wait would never end, so it is not waited for.
+pub(super) fn pause(g: &Guest, me: Option<usize>) -> Result<(), PauseError> {
+    if !g.running.load(Ordering::Acquire) {
+        return Err(PauseError::NotRunning);
+    }
+    g.control.pause.store(true, Ordering::Release);
+    for v in 0..g.power.vcpus() {
+        guest_irq::kick(g.first_pcpu + v);
+    }
+    let deadline = counter() + counter_frequency() * PAUSE_WAIT_MS / 1000;
+    loop {
+        match all_stopped(g, me) {
+            None => return Ok(()),
+            Some(v) if counter() > deadline => return Err(PauseError::Timeout { vcpu: v }),
+            Some(_) => core::hint::spin_loop(),
+        }
+    }
+}
+
+/// Lets every vCPU of `g` continue.
+pub(super) fn resume(g: &Guest) {
+    g.control.pause.store(false, Ordering::Release);
+    for v in 0..g.power.vcpus() {
+        guest_irq::kick(g.first_pcpu + v);
+    }
+}
+
+/// A small deterministic generator for picking pages (xorshift64*).
+pub(super) struct Rng(u64);
+
+impl Rng {
+    pub(super) fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// What `migrate` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MigrateReport {
+    pub moved: u64,
+    /// Pages picked that have no frame yet (nothing to move).
+    pub unbacked: u64,
+    /// Moves refused by the ownership layer (pinned, busy, out of frames).
+    pub refused: u64,
+}
+
+/// Moves up to `n` randomly chosen guest pages to new frames while the VM runs (invalidate,
+/// break-before-make, copy, remap on the next fault). Pages inside 2 MiB blocks are included:
+/// the invalidation takes the block entry away and the refault maps pages.
+pub(super) fn migrate(g: &Guest, n: u64, rng: &mut Rng) -> MigrateReport {
+    let pages = g.ram.1 / PAGE_SIZE;
+    let mut r = MigrateReport::default();
+    for _ in 0..n {
+        let ipa = Ipa::new(g.ram.0 + (rng.next() % pages) * PAGE_SIZE);
+        if !matches!(g.mem.backing(ipa), GuestPage::Owned(_)) {
+            r.unbacked += 1;
+            continue;
+        }
+        match g.mem.migrate(frames(), &mut HwFrameData, ipa) {
+            Ok(_) => {
+                r.moved += 1;
+                g.stats.count(Counter::Migrated);
+            }
+            Err(_) => r.refused += 1,
+        }
+    }
+    r
+}
