@@ -158,3 +158,63 @@ fn dirty_stats_lines() {
         ]
     );
 }
+
+#[test]
+fn snapshot_report_is_one_key_value_line() {
+    let rounds = [1000, 40, 7];
+    let r = SnapshotReport {
+        file: "a.snap",
+        live: true,
+        diff: false,
+        rounds: &rounds,
+        paused_pages: 2,
+        paused_us: 830,
+        file_bytes: 4_321_280,
+    };
+    assert_eq!(
+        collect(|out| snapshot_report(&r, out)),
+        [
+            "snapshot a.snap: live rounds=3 round_pages=1000,40,7 paused_pages=2 paused_us=830 total_pages=1049 bytes=4321280"
+        ]
+    );
+    let r = SnapshotReport {
+        live: false,
+        diff: true,
+        rounds: &[],
+        ..r
+    };
+    assert_eq!(
+        collect(|out| snapshot_report(&r, out)),
+        [
+            "snapshot a.snap: diff rounds=0 round_pages=- paused_pages=2 paused_us=830 total_pages=2 bytes=4321280"
+        ]
+    );
+}
+
+#[test]
+fn a_long_pre_copy_is_summarised() {
+    let rounds: Vec<u64> = (1..=40).collect();
+    let r = SnapshotReport {
+        file: "b",
+        live: true,
+        diff: true,
+        rounds: &rounds,
+        paused_pages: u64::MAX,
+        paused_us: 1,
+        file_bytes: 0,
+    };
+    let lines = collect(|out| snapshot_report(&r, out));
+    assert_eq!(lines.len(), 1);
+    assert!(
+        lines[0].contains(
+            "live diff rounds=40 round_pages=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,+24 "
+        ),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains(" total_pages=18446744073709551615 "),
+        "{}",
+        lines[0]
+    );
+}
