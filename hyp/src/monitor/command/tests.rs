@@ -1,4 +1,5 @@
 use super::*;
+use crate::monitor::path::BadPath;
 use crate::monitor::select::VmNumber;
 use alloc::format;
 use alloc::string::String;
