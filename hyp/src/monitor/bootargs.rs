@@ -30,8 +30,8 @@
 //! snapshots is several `hyp.snapshot=` with `base=`, e.g.
 //! `hyp.snapshot=a@2000 hyp.snapshot=b@4000,base=a hyp.snapshot=c@6000,base=b`.
 //!
-//! Arguments without the `hyp.` prefix are not ours and are skipped, and so is `hyp.log=`
-//! (read by [`crate::log::level_from_bootargs`]). Any other `hyp.` argument that is unknown or
+//! Arguments without the `hyp.` prefix are not ours and are skipped, and so are the
+//! [`FOREIGN_KEYS`] such as `hyp.log=` (read by [`crate::log::level_from_bootargs`]). Any other `hyp.` argument that is unknown or
 //! malformed becomes a [`BootargError`] for the caller to log; the remaining arguments still
 //! apply.
 #![forbid(unsafe_code)]
@@ -55,6 +55,10 @@ pub const STORM_MAX: u32 = 1_000_000;
 
 /// Most timed actions kept; later ones are refused.
 pub const ACTIONS_MAX: usize = 256;
+
+/// `hyp.` keys other modules read: skipped here, not reported as unknown. A module that adds
+/// a `hyp.` bootarg lists it here.
+pub const FOREIGN_KEYS: &[&str] = &["hyp.log="];
 
 /// One `hyp.` key: what it looks like, for errors and docs.
 #[derive(Debug)]
@@ -209,9 +213,10 @@ impl fmt::Display for BootargError {
         write!(f, "ignoring bootarg {}: ", self.arg)?;
         match &self.reason {
             BootargReason::UnknownKey => {
-                f.write_str("unknown key (known: hyp.log")?;
-                for k in &KEYS {
-                    write!(f, " {}", k.prefix.trim_end_matches('='))?;
+                f.write_str("unknown key (known:")?;
+                let foreign = FOREIGN_KEYS.iter().copied();
+                for k in foreign.chain(KEYS.iter().map(|k| k.prefix)) {
+                    write!(f, " {}", k.trim_end_matches('='))?;
                 }
                 f.write_str(")")
             }
@@ -231,7 +236,7 @@ pub fn schedule_from_bootargs(bootargs: &str) -> (Schedule, Vec<BootargError>) {
     let mut timed = Vec::new();
     let mut errors = Vec::new();
     for arg in bootargs.split_ascii_whitespace() {
-        if !arg.starts_with("hyp.") || arg.starts_with("hyp.log=") {
+        if !arg.starts_with("hyp.") || FOREIGN_KEYS.iter().any(|k| arg.starts_with(k)) {
             continue;
         }
         let error = |reason| BootargError {
