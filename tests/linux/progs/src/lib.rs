@@ -1,6 +1,7 @@
 //! The runtime of the initramfs programs: the process entry point, the few Linux system calls
-//! they make, and decimal/hex output. Each program defines `fn main(args: Args) -> i32`
-//! with [`entry!`].
+//! they make, and decimal/hex output (straight to stdout, or gathered into a [`Line`] that is
+//! written with one `write`, so lines from several processes never mix). Each program defines
+//! `fn main(args: Args) -> i32` with [`entry!`].
 
 #![no_std]
 
@@ -8,7 +9,10 @@ use core::arch::asm;
 
 const SYS_WRITE: usize = 64;
 const SYS_EXIT_GROUP: usize = 94;
+const SYS_CLOCK_GETTIME: usize = 113;
+const SYS_CLONE: usize = 220;
 const SYS_MMAP: usize = 222;
+const SYS_WAIT4: usize = 260;
 
 /// The program's arguments, from the initial stack: `argc`, then `argc` pointers to
 /// NUL-terminated strings.
@@ -21,6 +25,17 @@ impl Args {
     /// `stack` must be the stack pointer Linux started the process with.
     pub unsafe fn from_initial_stack(stack: *const usize) -> Self {
         Self { stack }
+    }
+
+    /// How many arguments there are, the program included.
+    pub fn len(&self) -> usize {
+        // SAFETY: Linux puts argc at the initial stack pointer.
+        unsafe { self.stack.read() }
+    }
+
+    /// Whether there are no arguments at all, not even the program's name.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Argument `i` (0 is the program), if there is one.
@@ -90,6 +105,16 @@ pub fn print(bytes: &[u8]) {
 /// Writes `n` in decimal to stdout.
 pub fn print_dec(n: u64) {
     let mut digits = [0u8; 20];
+    print(dec(n, &mut digits));
+}
+
+/// Writes `n` as `0x` and 16 hex digits to stdout.
+pub fn print_hex(n: u64) {
+    print(&hex(n));
+}
+
+/// `n` in decimal, in the tail of `digits`.
+fn dec(n: u64, digits: &mut [u8; 20]) -> &[u8] {
     let mut at = digits.len();
     let mut n = n;
     loop {
@@ -100,17 +125,79 @@ pub fn print_dec(n: u64) {
             break;
         }
     }
-    print(&digits[at..]);
+    &digits[at..]
 }
 
-/// Writes `n` as `0x` and 16 hex digits to stdout.
-pub fn print_hex(n: u64) {
+/// `n` as `0x` and 16 hex digits.
+fn hex(n: u64) -> [u8; 18] {
     let mut out = *b"0x0000000000000000";
     for i in 0..16 {
         let nibble = (n >> (60 - 4 * i)) & 0xf;
         out[2 + i] = b"0123456789abcdef"[nibble as usize];
     }
-    print(&out);
+    out
+}
+
+/// One line of output built up on the stack and written with a single write(2), so that
+/// processes printing at once never split each other's lines. What does not fit is dropped.
+pub struct Line {
+    buf: [u8; 160],
+    len: usize,
+}
+
+impl Default for Line {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Line {
+    pub fn new() -> Self {
+        Self {
+            buf: [0; 160],
+            len: 0,
+        }
+    }
+
+    pub fn text(&mut self, bytes: &[u8]) -> &mut Self {
+        let n = bytes.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+        self
+    }
+
+    pub fn dec(&mut self, n: u64) -> &mut Self {
+        let mut digits = [0u8; 20];
+        self.text(dec(n, &mut digits))
+    }
+
+    pub fn hex(&mut self, n: u64) -> &mut Self {
+        self.text(&hex(n))
+    }
+
+    /// Ends the line with a newline (kept even when the line is full) and writes it.
+    pub fn print(&mut self) {
+        if self.len == self.buf.len() {
+            self.len -= 1;
+        }
+        self.buf[self.len] = b'\n';
+        print(&self.buf[..=self.len]);
+        self.len = 0;
+    }
+}
+
+/// Parses a decimal number, or a hexadecimal one after `0x`.
+pub fn parse_num(s: &[u8]) -> Option<u64> {
+    let Some(digits) = s.strip_prefix(b"0x") else {
+        return parse_dec(s);
+    };
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &c| {
+        let d = (c as char).to_digit(16)?;
+        Some(acc << 4 | u64::from(d))
+    })
 }
 
 /// Parses a decimal number.
@@ -127,17 +214,98 @@ pub fn parse_dec(s: &[u8]) -> Option<u64> {
 
 /// Maps `len` bytes of private anonymous memory, read-write, or `None` if Linux refuses.
 pub fn mmap_anonymous(len: usize) -> Option<*mut u64> {
+    const MAP_PRIVATE: usize = 0x02;
+    mmap(len, MAP_PRIVATE)
+}
+
+/// Maps `len` bytes of anonymous memory shared with the children this process forks later,
+/// read-write, or `None` if Linux refuses.
+pub fn mmap_shared_anonymous(len: usize) -> Option<*mut u64> {
+    const MAP_SHARED: usize = 0x01;
+    mmap(len, MAP_SHARED)
+}
+
+fn mmap(len: usize, sharing: usize) -> Option<*mut u64> {
     const PROT_READ_WRITE: usize = 0x3;
-    const MAP_PRIVATE_ANONYMOUS: usize = 0x02 | 0x20;
+    const MAP_ANONYMOUS: usize = 0x20;
     let ret: isize;
     // SAFETY: a new anonymous mapping touches no existing memory.
     unsafe {
         asm!("svc #0", in("x8") SYS_MMAP, inlateout("x0") 0usize => ret, in("x1") len,
-             in("x2") PROT_READ_WRITE, in("x3") MAP_PRIVATE_ANONYMOUS, in("x4") -1isize,
+             in("x2") PROT_READ_WRITE, in("x3") sharing | MAP_ANONYMOUS, in("x4") -1isize,
              in("x5") 0usize, options(nostack))
     };
     // Errors are -4095..=-1.
     (!(-4095..0).contains(&ret)).then_some(ret as *mut u64)
+}
+
+/// Who runs on after [`fork`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forked {
+    /// The new process.
+    Child,
+    /// The caller, with the child's process ID.
+    Parent(i32),
+}
+
+/// A copy of this process (`clone(SIGCHLD)`, which is what fork(2) is), or the negative errno.
+pub fn fork() -> Result<Forked, isize> {
+    const SIGCHLD: usize = 17;
+    let ret: isize;
+    // SAFETY: without CLONE_VM or a new stack the child gets its own copy of the address space
+    // and returns here on its copy of this stack, so neither process sees the other's writes.
+    unsafe {
+        asm!("svc #0", in("x8") SYS_CLONE, inlateout("x0") SIGCHLD => ret, in("x1") 0usize,
+             in("x2") 0usize, in("x3") 0usize, in("x4") 0usize, options(nostack))
+    };
+    match ret {
+        0 => Ok(Forked::Child),
+        pid if pid > 0 => Ok(Forked::Parent(pid as i32)),
+        errno => Err(errno),
+    }
+}
+
+/// How a child ended, from wait4(2)'s status word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildExit {
+    Exited(u8),
+    Signalled(u8),
+}
+
+/// Waits for any child to end: its process ID and how it ended, or the negative errno
+/// (`-ECHILD` when there are no children left).
+pub fn wait_any() -> Result<(i32, ChildExit), isize> {
+    let mut status = 0i32;
+    let ret: isize;
+    // SAFETY: wait4(2) writes the status word to `status`, which lives until it returns; the
+    // rusage pointer is null, so it writes nothing else.
+    unsafe {
+        asm!("svc #0", in("x8") SYS_WAIT4, inlateout("x0") -1isize => ret,
+             in("x1") &raw mut status, in("x2") 0usize, in("x3") 0usize, options(nostack))
+    };
+    if ret < 0 {
+        return Err(ret);
+    }
+    let how = if status & 0x7f == 0 {
+        ChildExit::Exited(((status >> 8) & 0xff) as u8)
+    } else {
+        ChildExit::Signalled((status & 0x7f) as u8)
+    };
+    Ok((ret as i32, how))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the guest's own time, which stops while the VM is paused.
+pub fn monotonic_ns() -> u64 {
+    const CLOCK_MONOTONIC: usize = 1;
+    let mut ts = [0i64; 2];
+    // SAFETY: clock_gettime(2) writes one struct timespec (two 64-bit fields) to `ts`.
+    unsafe {
+        asm!("svc #0", in("x8") SYS_CLOCK_GETTIME, inlateout("x0") CLOCK_MONOTONIC => _,
+             in("x1") ts.as_mut_ptr(), options(nostack))
+    };
+    (ts[0] as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts[1] as u64)
 }
 
 /// Ends the process (all its threads) with `code`.

@@ -1,0 +1,305 @@
+//! `workload [--procs N] [--mib M] [--seconds S | --passes P] [--seed X]`: memory traffic that
+//! proves no write is lost while the hypervisor moves, logs or snapshots the guest's pages.
+//!
+//! N processes (default 4) each map M/N MiB (M default 256) of private anonymous memory and
+//! sweep it pass after pass: pass 0 writes every word, each later pass reads every word back,
+//! checks it, and writes the next pass's value in the same sweep, and a last sweep checks the
+//! final pass. A word's value is derived from the process, the word's index and the pass
+//! (`key(seed, process, pass) + index * odd constant`, different for every word of a pass), so a
+//! lost write, a stale page, a page mapped twice or another process's page all read as a wrong
+//! value. The sweeps go on for S seconds of guest time (CLOCK_MONOTONIC, checked between passes;
+//! default 20) or exactly P passes.
+//!
+//! Output: the first few mismatches of each process (`workload: proc I: bad word at ADDR pass
+//! P: expected X, got Y, reread Z`), one `workload: proc I: passes P, words W, bad B` line per
+//! process, then `workload: total bad words B (N procs, M MiB, P passes)` (P summed over the
+//! processes) and `workload: verified V MiB in T ms of guest time`. Exits 0 only if every
+//! process finished and B is 0; 1 otherwise, 2 for bad arguments.
+//!
+//! The sweeps are plain loops with volatile accesses and no formatting, as fast as TCG allows.
+
+#![no_std]
+#![no_main]
+
+use linux_progs::{ChildExit, Forked, Line, print};
+
+linux_progs::entry!(main);
+
+const USAGE: &[u8] =
+    b"usage: workload [--procs N] [--mib M] [--seconds S | --passes P] [--seed X]\n";
+/// Most processes: their reports must fit the shared page.
+const PROCS_MAX: u64 = 64;
+/// Mismatches printed per process; the rest are only counted.
+const SHOWN_MAX: u64 = 4;
+/// Between neighbouring words' values. Odd, so `index * SPREAD` differs for every index of a
+/// mapping, and large, so neighbouring words differ in many bits.
+const SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
+const PAGE: usize = 4096;
+
+#[derive(Clone, Copy)]
+enum Limit {
+    Seconds(u64),
+    Passes(u64),
+}
+
+#[derive(Clone, Copy)]
+struct Options {
+    procs: u64,
+    mib: u64,
+    limit: Limit,
+    seed: u64,
+}
+
+/// One process's result, written by the child into the page shared with the parent.
+#[repr(C)]
+struct Report {
+    passes: u64,
+    words: u64,
+    bad: u64,
+    /// Non-zero once the other fields are final.
+    done: u64,
+}
+
+const _: () = assert!(PROCS_MAX as usize * size_of::<Report>() <= PAGE);
+
+fn parse(args: &linux_progs::Args) -> Option<Options> {
+    let mut o = Options {
+        procs: 4,
+        mib: 256,
+        limit: Limit::Seconds(20),
+        seed: 1,
+    };
+    let mut limit_given = false;
+    let mut i = 1;
+    while i < args.len() {
+        let flag = args.get(i)?;
+        let value = linux_progs::parse_num(args.get(i + 1)?)?;
+        match flag {
+            b"--procs" => o.procs = value,
+            b"--mib" => o.mib = value,
+            b"--seconds" | b"--passes" if limit_given => return None,
+            b"--seconds" => o.limit = Limit::Seconds(value),
+            b"--passes" => o.limit = Limit::Passes(value),
+            b"--seed" => o.seed = value,
+            _ => return None,
+        }
+        limit_given |= matches!(flag, b"--seconds" | b"--passes");
+        i += 2;
+    }
+    let per_proc = o.mib.checked_mul(1 << 20)? / o.procs.max(1);
+    let valid = (1..=PROCS_MAX).contains(&o.procs)
+        && per_proc >= PAGE as u64
+        && !matches!(o.limit, Limit::Passes(0));
+    valid.then_some(o)
+}
+
+fn main(args: linux_progs::Args) -> i32 {
+    let Some(o) = parse(&args) else {
+        print(USAGE);
+        return 2;
+    };
+    let Some(reports) = linux_progs::mmap_shared_anonymous(PAGE) else {
+        print(b"workload: cannot map the report page\n");
+        return 1;
+    };
+    let reports = reports.cast::<Report>();
+    let start = linux_progs::monotonic_ns();
+    let mut failed = false;
+    for proc in 0..o.procs {
+        match linux_progs::fork() {
+            Ok(Forked::Child) => {
+                // SAFETY: `proc` < PROCS_MAX, so the slot is inside the shared page, and only
+                // this child writes it.
+                let report = unsafe { &mut *reports.add(proc as usize) };
+                linux_progs::exit(run(&o, proc, start, report))
+            }
+            Ok(Forked::Parent(_)) => {}
+            Err(errno) => {
+                Line::new()
+                    .text(b"workload: fork failed, errno ")
+                    .dec(errno.unsigned_abs() as u64)
+                    .print();
+                failed = true;
+                break;
+            }
+        }
+    }
+    while let Ok((pid, how)) = linux_progs::wait_any() {
+        if how != ChildExit::Exited(0) {
+            let mut line = Line::new();
+            line.text(b"workload: process ").dec(pid as u64);
+            match how {
+                ChildExit::Exited(code) => line.text(b" exited with status ").dec(code.into()),
+                ChildExit::Signalled(sig) => line.text(b" was killed by signal ").dec(sig.into()),
+            };
+            line.print();
+            failed = true;
+        }
+    }
+    let elapsed_ms = (linux_progs::monotonic_ns() - start) / 1_000_000;
+    let (mut bad, mut passes, mut words) = (0u64, 0u64, 0u64);
+    for proc in 0..o.procs {
+        // SAFETY: the children have all ended, so nothing writes the shared page any more.
+        let r = unsafe { &*reports.add(proc as usize) };
+        if r.done == 0 {
+            Line::new()
+                .text(b"workload: proc ")
+                .dec(proc)
+                .text(b" did not finish")
+                .print();
+            failed = true;
+        }
+        bad += r.bad;
+        passes += r.passes;
+        words += r.words;
+    }
+    Line::new()
+        .text(b"workload: total bad words ")
+        .dec(bad)
+        .text(b" (")
+        .dec(o.procs)
+        .text(b" procs, ")
+        .dec(o.mib)
+        .text(b" MiB, ")
+        .dec(passes)
+        .text(b" passes)")
+        .print();
+    Line::new()
+        .text(b"workload: verified ")
+        .dec((words * 8) >> 20)
+        .text(b" MiB in ")
+        .dec(elapsed_ms)
+        .text(b" ms of guest time")
+        .print();
+    i32::from(failed || bad != 0)
+}
+
+/// Process `proc`'s share of the work; fills `report` and returns the exit status.
+fn run(o: &Options, proc: u64, start: u64, report: &mut Report) -> i32 {
+    let bytes = (o.mib << 20) / o.procs / PAGE as u64 * PAGE as u64;
+    let words = (bytes / 8) as usize;
+    let Some(base) = linux_progs::mmap_anonymous(bytes as usize) else {
+        Line::new()
+            .text(b"workload: proc ")
+            .dec(proc)
+            .text(b": cannot map ")
+            .dec(bytes >> 10)
+            .text(b" KiB")
+            .print();
+        return 1;
+    };
+    let mut check = Check { proc, base, bad: 0 };
+    fill(base, words, key(o.seed, proc, 0));
+    let mut passes = 1;
+    loop {
+        let done = match o.limit {
+            Limit::Passes(p) => passes >= p,
+            Limit::Seconds(s) => {
+                linux_progs::monotonic_ns().saturating_sub(start) >= s.saturating_mul(1_000_000_000)
+            }
+        };
+        if done {
+            break;
+        }
+        // Each word's values follow from the previous word's by one addition.
+        let mut old = key(o.seed, proc, passes - 1);
+        let mut new = key(o.seed, proc, passes);
+        for i in 0..words {
+            // SAFETY: `i` < `words`, inside this process's mapping.
+            let word = unsafe { base.add(i) };
+            // SAFETY: as above.
+            let got = unsafe { word.read_volatile() };
+            if got != old {
+                check.mismatch(i, passes - 1, old, got);
+            }
+            // SAFETY: as above.
+            unsafe { word.write_volatile(new) };
+            old = old.wrapping_add(SPREAD);
+            new = new.wrapping_add(SPREAD);
+        }
+        passes += 1;
+    }
+    let mut last = key(o.seed, proc, passes - 1);
+    for i in 0..words {
+        // SAFETY: `i` < `words`, inside this process's mapping.
+        let got = unsafe { base.add(i).read_volatile() };
+        if got != last {
+            check.mismatch(i, passes - 1, last, got);
+        }
+        last = last.wrapping_add(SPREAD);
+    }
+    *report = Report {
+        passes,
+        words: passes * words as u64,
+        bad: check.bad,
+        done: 1,
+    };
+    Line::new()
+        .text(b"workload: proc ")
+        .dec(proc)
+        .text(b": passes ")
+        .dec(passes)
+        .text(b", words ")
+        .dec(report.words)
+        .text(b", bad ")
+        .dec(check.bad)
+        .print();
+    i32::from(check.bad != 0)
+}
+
+/// Pass 0: every word written, nothing to check yet.
+fn fill(base: *mut u64, words: usize, key: u64) {
+    let mut value = key;
+    for i in 0..words {
+        // SAFETY: the caller's mapping holds `words` words.
+        unsafe { base.add(i).write_volatile(value) };
+        value = value.wrapping_add(SPREAD);
+    }
+}
+
+/// The pass's key: a 64-bit mix (splitmix64's finalizer) of the seed, process and pass, so
+/// neighbouring passes and processes differ in about half their bits.
+fn key(seed: u64, proc: u64, pass: u64) -> u64 {
+    let mut z = seed ^ proc.rotate_left(48) ^ pass.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Mismatches of one process: counted, the first few printed.
+struct Check {
+    proc: u64,
+    base: *mut u64,
+    bad: u64,
+}
+
+impl Check {
+    /// Out of line and cold, so the sweep loops stay tight.
+    #[cold]
+    #[inline(never)]
+    fn mismatch(&mut self, index: usize, pass: u64, expected: u64, got: u64) {
+        self.bad += 1;
+        if self.bad > SHOWN_MAX {
+            return;
+        }
+        // SAFETY: `index` is a word of the mapping the sweep is checking.
+        let word = unsafe { self.base.add(index) };
+        // A second read tells a word that changed under us from one that holds a wrong value.
+        // SAFETY: as above.
+        let reread = unsafe { word.read_volatile() };
+        Line::new()
+            .text(b"workload: proc ")
+            .dec(self.proc)
+            .text(b": bad word at ")
+            .hex(word as u64)
+            .text(b" pass ")
+            .dec(pass)
+            .text(b": expected ")
+            .hex(expected)
+            .text(b", got ")
+            .hex(got)
+            .text(b", reread ")
+            .hex(reread)
+            .print();
+    }
+}
