@@ -1,6 +1,7 @@
 //! The boot DTB handed to the hypervisor: QEMU's own tree for the machine (dumped with
 //! `-M ...,dumpdtb=`), re-emitted node by node with vm-fdt plus one dom0less domain node per
-//! guest under `/chosen`, and where each guest's boot modules sit in machine RAM.
+//! guest under `/chosen` and the hypervisor's own options (`hyp.log=`, the monitor's `hyp.*`)
+//! as `/chosen/bootargs`, and where each guest's boot modules sit in machine RAM.
 //!
 //! The domain nodes follow Xen's dom0less binding as `guest-loader/src/domain.rs` parses it:
 //! `memory` in KiB as two cells, `cpus`, `vpl011`, and `module@ADDR` children compatible with
@@ -181,8 +182,14 @@ fn write_err(e: vm_fdt::Error) -> DtbError {
     DtbError::Write(e.to_string())
 }
 
-/// `base` (QEMU's tree) with `domains` added under `/chosen` (created if missing).
-pub fn with_domains(base: &[u8], domains: &[PlacedDomain]) -> Result<Vec<u8>, DtbError> {
+/// `base` (QEMU's tree) with `domains` added under `/chosen` (created if missing) and, unless
+/// `bootargs` is empty, `/chosen/bootargs` set to it: the hypervisor's own command line. (QEMU
+/// puts its `-append` there, which hypervisor runs do not pass, so nothing is lost.)
+pub fn with_domains(
+    base: &[u8],
+    bootargs: &str,
+    domains: &[PlacedDomain],
+) -> Result<Vec<u8>, DtbError> {
     let fdt = fdt::Fdt::new(base).map_err(|e| DtbError::Unreadable(format!("{e:?}")))?;
     let reservations: Vec<vm_fdt::FdtReserveEntry> = fdt
         .memory_reservations()
@@ -191,38 +198,71 @@ pub fn with_domains(base: &[u8], domains: &[PlacedDomain]) -> Result<Vec<u8>, Dt
         .map_err(write_err)?;
     let mut w = vm_fdt::FdtWriter::new_with_mem_reserv(&reservations).map_err(write_err)?;
     let root = fdt.find_node("/").ok_or(DtbError::NoRoot)?;
-    copy_node(&mut w, root, "", domains)?;
+    let chosen = Chosen { bootargs, domains };
+    copy_node(&mut w, root, "", &chosen)?;
     w.finish().map_err(write_err)
+}
+
+/// What goes into `/chosen` besides QEMU's properties.
+struct Chosen<'a> {
+    /// Empty: keep QEMU's (if any).
+    bootargs: &'a str,
+    domains: &'a [PlacedDomain],
+}
+
+impl Chosen<'_> {
+    fn is_empty(&self) -> bool {
+        self.bootargs.is_empty() && self.domains.is_empty()
+    }
+
+    /// Our properties, after QEMU's: a node's properties come before its children.
+    fn write_properties(&self, w: &mut vm_fdt::FdtWriter) -> Result<(), DtbError> {
+        if !self.bootargs.is_empty() {
+            w.property_string("bootargs", self.bootargs)
+                .map_err(write_err)?;
+        }
+        Ok(())
+    }
+
+    fn write_domains(&self, w: &mut vm_fdt::FdtWriter) -> Result<(), DtbError> {
+        self.domains.iter().try_for_each(|d| domain_node(w, d))
+    }
 }
 
 fn copy_node(
     w: &mut vm_fdt::FdtWriter,
     node: fdt::node::FdtNode<'_, '_>,
     path: &str,
-    domains: &[PlacedDomain],
+    chosen: &Chosen<'_>,
 ) -> Result<(), DtbError> {
     let name = if path.is_empty() { "" } else { node.name };
     let handle = w.begin_node(name).map_err(write_err)?;
+    let is_chosen = path == "/chosen";
     for p in node.properties() {
+        // vm-fdt refuses a property given twice; ours replaces QEMU's.
+        if is_chosen && p.name == "bootargs" && !chosen.bootargs.is_empty() {
+            continue;
+        }
         w.property(p.name, p.value).map_err(write_err)?;
+    }
+    if is_chosen {
+        // Properties must come before child nodes.
+        chosen.write_properties(w)?;
     }
     let mut has_chosen = false;
     for child in node.children() {
         let child_path = format!("{path}/{}", child.name);
         has_chosen |= child_path == "/chosen";
-        copy_node(w, child, &child_path, domains)?;
+        copy_node(w, child, &child_path, chosen)?;
     }
-    if path == "/chosen" {
-        for d in domains {
-            domain_node(w, d)?;
-        }
+    if is_chosen {
+        chosen.write_domains(w)?;
     }
-    if path.is_empty() && !has_chosen && !domains.is_empty() {
-        let chosen = w.begin_node("chosen").map_err(write_err)?;
-        for d in domains {
-            domain_node(w, d)?;
-        }
-        w.end_node(chosen).map_err(write_err)?;
+    if path.is_empty() && !has_chosen && !chosen.is_empty() {
+        let node = w.begin_node("chosen").map_err(write_err)?;
+        chosen.write_properties(w)?;
+        chosen.write_domains(w)?;
+        w.end_node(node).map_err(write_err)?;
     }
     w.end_node(handle).map_err(write_err)
 }
@@ -317,6 +357,11 @@ mod tests {
     }
 
     fn base_tree(with_chosen: bool) -> Vec<u8> {
+        base_tree_with(with_chosen, None)
+    }
+
+    /// A small QEMU-like tree; `bootargs` goes into `/chosen` as QEMU's `-append` would.
+    fn base_tree_with(with_chosen: bool, bootargs: Option<&str>) -> Vec<u8> {
         let mut w = vm_fdt::FdtWriter::new_with_mem_reserv(&[vm_fdt::FdtReserveEntry::new(
             0x4800_0000,
             0x1000,
@@ -332,6 +377,11 @@ mod tests {
         if with_chosen {
             let chosen = w.begin_node("chosen").unwrap();
             w.property_string("stdout-path", "/pl011@9000000").unwrap();
+            if let Some(b) = bootargs {
+                w.property_string("bootargs", b).unwrap();
+            }
+            let rng = w.begin_node("rng").unwrap();
+            w.end_node(rng).unwrap();
             w.end_node(chosen).unwrap();
         }
         w.end_node(root).unwrap();
@@ -342,7 +392,7 @@ mod tests {
     fn the_tree_is_copied_and_domains_land_under_chosen() {
         for with_chosen in [true, false] {
             let placed = place(&[domain(33 * MIB, Some(MIB), 512 * MIB)], 1024 * MIB).unwrap();
-            let blob = with_domains(&base_tree(with_chosen), &placed).unwrap();
+            let blob = with_domains(&base_tree(with_chosen), "", &placed).unwrap();
             let fdt = fdt::Fdt::new(&blob).unwrap();
             let reserved: Vec<_> = fdt
                 .memory_reservations()
@@ -391,11 +441,44 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(matches!(
-            with_domains(b"not a device tree at all", &[]),
+            with_domains(b"not a device tree at all", "", &[]),
             Err(DtbError::Unreadable(_))
         ));
         let mut blob = base_tree(true);
         blob.truncate(blob.len() / 2);
-        assert!(with_domains(&blob, &[]).is_err());
+        assert!(with_domains(&blob, "", &[]).is_err());
+    }
+
+    fn chosen_bootargs(blob: &[u8]) -> Option<String> {
+        let fdt = fdt::Fdt::new(blob).unwrap();
+        let chosen = fdt.find_node("/chosen")?;
+        let values: Vec<&str> = chosen
+            .properties()
+            .filter(|p| p.name == "bootargs")
+            .filter_map(|p| p.as_str())
+            .collect();
+        assert!(values.len() <= 1, "bootargs given twice: {values:?}");
+        values.first().map(|v| v.to_string())
+    }
+
+    #[test]
+    fn hypervisor_bootargs_go_into_chosen_replacing_qemus() {
+        let placed = place(&[domain(33 * MIB, Some(MIB), 512 * MIB)], 1024 * MIB).unwrap();
+        let args = "hyp.log=debug hyp.migrate-storm=10";
+        for (with_chosen, qemu_args) in [(true, None), (true, Some("from -append")), (false, None)]
+        {
+            let base = base_tree_with(with_chosen, qemu_args);
+            let blob = with_domains(&base, args, &placed).unwrap();
+            assert_eq!(chosen_bootargs(&blob).as_deref(), Some(args));
+            let fdt = fdt::Fdt::new(&blob).unwrap();
+            assert!(fdt.find_node("/chosen/domU1").is_some());
+            assert_eq!(fdt.find_node("/chosen/rng").is_some(), with_chosen);
+            // Without guests the bootargs still get a /chosen.
+            let alone = with_domains(&base, args, &[]).unwrap();
+            assert_eq!(chosen_bootargs(&alone).as_deref(), Some(args));
+            // Empty bootargs keep whatever QEMU had.
+            let kept = with_domains(&base, "", &placed).unwrap();
+            assert_eq!(chosen_bootargs(&kept).as_deref(), qemu_args);
+        }
     }
 }

@@ -217,12 +217,12 @@ impl Guest {
     }
 
     /// Adds this guest to `machine` (which boots the hypervisor): dumps QEMU's device tree for
-    /// the machine into `dtb` with the domain node added, and loads the images where the node
-    /// says they are.
+    /// the machine into `dtb` with the domain node and the machine's `hyp_args` added, and
+    /// loads the images where the node says they are.
     pub fn add_to(&self, qemu_bin: &Path, machine: &mut Machine, dtb: &Path) -> Result<()> {
         let placed = bootdtb::place(&[self.domain()?], machine.mem.bytes())?;
         let base = dump_dtb(qemu_bin, machine, dtb)?;
-        let blob = bootdtb::with_domains(&base, &placed)?;
+        let blob = bootdtb::with_domains(&base, &machine.hyp_args, &placed)?;
         std::fs::write(dtb, blob).with_context(|| format!("cannot write {}", dtb.display()))?;
         machine.dtb = Some(dtb.to_path_buf());
         for m in &placed[0].modules {

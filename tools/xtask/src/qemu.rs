@@ -52,6 +52,11 @@ pub struct QemuArgs {
     /// The guest's kernel command line [default: console=ttyAMA0 earlycon=pl011,0x9000000].
     #[arg(long, value_name = "STR")]
     pub append: Option<String>,
+    /// The hypervisor's own options, as the boot DTB's /chosen/bootargs: `hyp.log=LEVEL` and
+    /// the monitor's unattended `hyp.*` operations (hyp/src/monitor/bootargs.rs), separated by
+    /// spaces.
+    #[arg(long, value_name = "STR", conflicts_with = "native")]
+    pub hyp_args: Option<String>,
     /// The guest's vCPUs.
     #[arg(long, default_value_t = 2)]
     pub guest_cpus: u32,
@@ -102,6 +107,10 @@ pub struct Machine {
     pub append: Option<String>,
     /// `-dtb`: the boot device tree, describing the hypervisor's guests.
     pub dtb: Option<PathBuf>,
+    /// The hypervisor's own command line, its boot DTB's `/chosen/bootargs`: written into `dtb`
+    /// by [`Guest::add_to`], or without a `dtb` given to QEMU as `-append`, which QEMU puts
+    /// there in the tree it makes.
+    pub hyp_args: String,
     /// Files QEMU copies into RAM at an address before the first instruction.
     pub loaders: Vec<(PathBuf, u64)>,
     pub extra: Vec<String>,
@@ -119,6 +128,7 @@ impl Machine {
             initrd: None,
             append: None,
             dtb: None,
+            hyp_args: String::new(),
             loaders: Vec::new(),
             extra: Vec::new(),
         }
@@ -166,7 +176,8 @@ impl Machine {
         if let Some(initrd) = &self.initrd {
             args.extend(["-initrd".into(), initrd.clone().into()]);
         }
-        if let Some(append) = &self.append {
+        let hyp_append = Some(&self.hyp_args).filter(|a| self.dtb.is_none() && !a.is_empty());
+        if let Some(append) = self.append.as_ref().or(hyp_append) {
             args.extend(["-append".into(), append.into()]);
         }
         if let Some(dtb) = &self.dtb {
@@ -389,6 +400,7 @@ pub fn run(args: &QemuArgs) -> Result<()> {
         mem: args.mem.unwrap_or(Size::from_mib(1024)),
         icount: args.icount,
         gdb: args.gdb,
+        hyp_args: args.hyp_args.clone().unwrap_or_default(),
         extra: args.extra.clone(),
         ..Machine::new(PathBuf::new())
     };
@@ -551,6 +563,22 @@ mod tests {
             tail,
             ["-initrd", "initrd", "-append", "console=ttyAMA0 quiet"]
         );
+    }
+
+    #[test]
+    fn hypervisor_bootargs_without_a_boot_dtb_go_to_qemus_tree() {
+        let alone = Machine {
+            hyp_args: "hyp.log=debug".into(),
+            ..Machine::new("hyp.bin".into())
+        };
+        let args = strings(alone.args());
+        assert!(args.windows(2).any(|w| w == ["-append", "hyp.log=debug"]));
+        // With our own DTB, Guest::add_to has written them there; QEMU must not add them.
+        let with_dtb = Machine {
+            dtb: Some("boot.dtb".into()),
+            ..alone
+        };
+        assert!(!strings(with_dtb.args()).contains(&"-append".to_string()));
     }
 
     #[test]

@@ -253,6 +253,7 @@ fn machine(
         mem: spec.mem,
         machine_options: spec.machine_options.clone(),
         extra: spec.qemu_args.clone(),
+        hyp_args: spec.hyp_args.clone(),
         ..Machine::new(image.map(|i| i.bin.clone()).unwrap_or_default())
     };
     let (Some(g), Some(images)) = (&spec.guest, images) else {
@@ -307,9 +308,9 @@ fn boot(qemu: &Path, spec: &Spec, machine: &Machine, log: &Path) -> Result<Optio
             .stdin
             .as_mut()
             .expect("stdin is piped when there is input");
-        while let Some((_, text)) = spec.send.get(sent).filter(|(after, _)| *after <= seen) {
+        while let Some((_, bytes)) = spec.send.get(sent).filter(|(after, _)| *after <= seen) {
             // A write error means QEMU is gone; its exit status tells the rest.
-            let _ = stdin.write_all(format!("{text}\n").as_bytes());
+            let _ = stdin.write_all(bytes);
             let _ = stdin.flush();
             sent += 1;
         }

@@ -21,11 +21,15 @@
 //! guest-mem = 512M                   # the guest's RAM (default 512M linux, 64M bare-metal)
 //! append = console=ttyAMA0           # the guest's kernel command line
 //! native = true                      # run the guest at EL1 without the hypervisor
+//! hyp-args = hyp.log=debug           # the hypervisor's own bootargs (/chosen/bootargs)
 //! send = poweroff                    # typed on the console (with a newline) once every
 //!                                    # `expect` above it has appeared
+//! send-raw = \x1d                    # the same without the newline (here Ctrl-])
 //! ```
 //! Values run to the end of the line (a `#` starts a comment only at the start of a line);
-//! wrap a value in double quotes to keep leading or trailing spaces.
+//! wrap a value in double quotes to keep leading or trailing spaces. `send` and `send-raw`
+//! values take the escapes `\n`, `\r`, `\t`, `\\` and `\xHH` (any byte); any other backslash is
+//! an error.
 
 use crate::build::Variant;
 use crate::process::Outcome;
@@ -50,7 +54,9 @@ const KEYS: &[&str] = &[
     "guest-mem",
     "append",
     "native",
+    "hyp-args",
     "send",
+    "send-raw",
 ];
 
 /// What a test's guest boots.
@@ -90,15 +96,17 @@ pub struct Spec {
     pub machine_options: Vec<(String, String)>,
     pub qemu_args: Vec<String>,
     pub expect: Vec<String>,
-    /// Console input: each text is typed, followed by a newline, once the first `.0` entries of
-    /// `expect` have appeared in order.
-    pub send: Vec<(usize, String)>,
+    /// Console input: each text's bytes (a `send`'s with its newline) are typed once the first
+    /// `.0` entries of `expect` have appeared in order.
+    pub send: Vec<(usize, Vec<u8>)>,
     pub expect_anywhere: Vec<String>,
     pub forbid: Vec<String>,
     pub exit: ExpectedExit,
     pub timeout: Duration,
     /// Without a guest the hypervisor boots alone.
     pub guest: Option<GuestSpec>,
+    /// The hypervisor's bootargs (`/chosen/bootargs` of its boot DTB); empty for none.
+    pub hyp_args: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +138,10 @@ pub enum SpecErrorKind {
     NeedsGuest(&'static str),
     /// `initramfs` for a guest that is not Linux.
     InitramfsNeedsLinux,
+    /// `hyp-args` in a test that runs its guest without the hypervisor.
+    HypArgsNative,
+    /// A `send` or `send-raw` value with a backslash that starts no known escape.
+    BadEscape(String),
 }
 
 impl fmt::Display for SpecError {
@@ -175,6 +187,16 @@ impl fmt::Display for SpecError {
             SpecErrorKind::InitramfsNeedsLinux => {
                 write!(f, "`initramfs` is only for `guest = linux`")
             }
+            SpecErrorKind::HypArgsNative => {
+                write!(
+                    f,
+                    "`hyp-args` needs the hypervisor, but `native = true` runs without it"
+                )
+            }
+            SpecErrorKind::BadEscape(e) => write!(
+                f,
+                "unknown escape `{e}`; the escapes are \\n, \\r, \\t, \\\\ and \\xHH"
+            ),
         }
     }
 }
@@ -188,6 +210,36 @@ fn err(line: usize, kind: SpecErrorKind) -> SpecError {
 /// The key as the `&'static str` from [`KEYS`], for error messages.
 fn known_key(key: &str) -> Option<&'static str> {
     KEYS.iter().copied().find(|k| *k == key)
+}
+
+/// A `send`/`send-raw` value as bytes, its escapes resolved; the error names the bad escape.
+pub fn unescape(value: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('\\') {
+        out.extend_from_slice(&rest.as_bytes()[..at]);
+        let escape = &rest[at..];
+        let (byte, len) = match escape.as_bytes().get(1) {
+            Some(b'n') => (b'\n', 2),
+            Some(b'r') => (b'\r', 2),
+            Some(b't') => (b'\t', 2),
+            Some(b'\\') => (b'\\', 2),
+            Some(b'x') => {
+                let hex = escape
+                    .get(2..4)
+                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()));
+                match hex {
+                    Some(hex) => (u8::from_str_radix(hex, 16).expect("two hex digits"), 4),
+                    None => return Err(escape.chars().take(4).collect()),
+                }
+            }
+            _ => return Err(escape.chars().take(2).collect()),
+        };
+        out.push(byte);
+        rest = &escape[len..];
+    }
+    out.extend_from_slice(rest.as_bytes());
+    Ok(out)
 }
 
 fn unquote(value: &str) -> &str {
@@ -212,6 +264,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
         exit: ExpectedExit::Code(0),
         timeout: Duration::from_secs(60),
         guest: None,
+        hyp_args: String::new(),
     };
     let mut guest_name: Option<String> = None;
     let mut initramfs: Option<String> = None;
@@ -221,6 +274,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
     let mut native = false;
     let mut guest_keys: Vec<(usize, &'static str)> = Vec::new();
     let mut seen: Vec<&'static str> = Vec::new();
+    let mut hyp_args_line = 0;
     let mut features = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
@@ -236,7 +290,14 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
         let value = unquote(value.trim());
         let repeatable = matches!(
             key,
-            "features" | "machine" | "qemu-args" | "expect" | "expect-anywhere" | "forbid" | "send"
+            "features"
+                | "machine"
+                | "qemu-args"
+                | "expect"
+                | "expect-anywhere"
+                | "forbid"
+                | "send"
+                | "send-raw"
         );
         if !repeatable && seen.contains(&key) {
             return Err(err(line, SpecErrorKind::Repeated(key)));
@@ -287,7 +348,18 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
                 .qemu_args
                 .extend(value.split_whitespace().map(str::to_string)),
             "expect" => spec.expect.push(value.to_string()),
-            "send" => spec.send.push((spec.expect.len(), value.to_string())),
+            "send" | "send-raw" => {
+                let mut bytes =
+                    unescape(value).map_err(|e| err(line, SpecErrorKind::BadEscape(e)))?;
+                if key == "send" {
+                    bytes.push(b'\n');
+                }
+                spec.send.push((spec.expect.len(), bytes));
+            }
+            "hyp-args" => {
+                spec.hyp_args = value.to_string();
+                hyp_args_line = line;
+            }
             "expect-anywhere" => spec.expect_anywhere.push(value.to_string()),
             "forbid" => spec.forbid.push(value.to_string()),
             "exit" => {
@@ -355,6 +427,9 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
             if let Some(&(line, key)) = guest_keys.first() {
                 return Err(err(line, SpecErrorKind::NeedsGuest(key)));
             }
+        }
+        Some(_) if native && !spec.hyp_args.is_empty() => {
+            return Err(err(hyp_args_line, SpecErrorKind::HypArgsNative));
         }
         Some(name) => {
             let linux = name == "linux";
@@ -598,14 +673,71 @@ timeout = 30
         assert_eq!(
             spec.send,
             [
-                (0, "early".to_string()),
-                (1, "echo hi".into()),
-                (2, "poweroff".into())
+                (0, b"early\n".to_vec()),
+                (1, b"echo hi\n".to_vec()),
+                (2, b"poweroff\n".to_vec())
             ]
         );
         assert_eq!(expects_seen(&spec, ""), 0);
         assert_eq!(expects_seen(&spec, "hi\n/ # "), 1);
         assert_eq!(expects_seen(&spec, "/ # echo hi\nhi\n"), 2);
+    }
+
+    #[test]
+    fn send_escapes_reach_control_characters_and_send_raw_adds_no_newline() {
+        let spec = parse(
+            "t",
+            "expect = / #\nsend-raw = \\x1d\nsend = stats\\r\nsend-raw = \"a\\\\b\\tc\\n \"\nsend = \\x1D\\x00\n",
+        )
+        .unwrap();
+        assert_eq!(
+            spec.send,
+            [
+                (1, vec![0x1d]),
+                (1, b"stats\r\n".to_vec()),
+                (1, b"a\\b\tc\n ".to_vec()),
+                (1, vec![0x1d, 0, b'\n'])
+            ]
+        );
+        assert_eq!(
+            unescape("no escapes: $((6*7))"),
+            Ok(b"no escapes: $((6*7))".to_vec())
+        );
+        assert_eq!(
+            unescape("caf\u{e9}\\x41"),
+            Ok("caf\u{e9}A".as_bytes().to_vec())
+        );
+        for (bad, named) in [
+            ("a\\q", "\\q"),
+            ("tail\\", "\\"),
+            ("\\x1", "\\x1"),
+            ("\\xg0", "\\xg0"),
+            ("\\x\u{e9}0", "\\x\u{e9}0"),
+        ] {
+            assert_eq!(unescape(bad), Err(named.to_string()), "{bad}");
+        }
+        let e = parse("t", "expect = x\nsend = \\e[A").unwrap_err();
+        assert_eq!(e, err(2, SpecErrorKind::BadEscape("\\e".into())));
+        assert!(e.to_string().contains("\\xHH"), "{e}");
+    }
+
+    #[test]
+    fn hyp_args_are_kept_whole_and_refused_for_native_guests() {
+        let spec = parse(
+            "t",
+            "hyp-args = hyp.log=debug  hyp.migrate-storm=5\nexpect = x",
+        )
+        .unwrap();
+        assert_eq!(spec.hyp_args, "hyp.log=debug  hyp.migrate-storm=5");
+        assert_eq!(parse("t", "expect = x").unwrap().hyp_args, "");
+        assert_eq!(
+            parse(
+                "t",
+                "guest = linux\nnative = true\nhyp-args = hyp.log=debug\nexpect = x"
+            )
+            .unwrap_err(),
+            err(3, SpecErrorKind::HypArgsNative)
+        );
     }
 
     #[test]
