@@ -897,3 +897,33 @@ proptest! {
         check_live(&runs);
     }
 }
+
+/// Throughput figure for the notes: `cargo test -p hyp --lib --release -- --ignored
+/// snapshot_throughput --nocapture` (64 MiB of pages in 2 MiB runs).
+#[test]
+#[ignore]
+fn snapshot_throughput() {
+    extern crate std;
+    let ram_pages = 16384;
+    let data = pages(FIRST_GFN, 512, 7);
+    let h = header(1, Kind::Full, config(1, ram_pages));
+    let t = std::time::Instant::now();
+    let mut out = Vec::with_capacity(ram_pages as usize * PAGE_SIZE + (1 << 20));
+    let mut w = SnapshotWriter::begin(&mut out, &h).unwrap();
+    w.vcpu(&vcpu(0, 1)).unwrap();
+    for run in 0..ram_pages / 512 {
+        w.pages(FIRST_GFN + run * 512, &data).unwrap();
+    }
+    w.finish().unwrap();
+    let written = t.elapsed();
+    let t = std::time::Instant::now();
+    let s = Snapshot::parse(&out).unwrap();
+    let parsed = t.elapsed();
+    assert_eq!(s.page_count(), ram_pages);
+    let mib = out.len() as f64 / (1 << 20) as f64;
+    std::println!(
+        "{mib:.0} MiB: write {:.0} MiB/s, parse {:.0} MiB/s",
+        mib / written.as_secs_f64(),
+        mib / parsed.as_secs_f64()
+    );
+}
