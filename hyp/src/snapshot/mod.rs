@@ -86,17 +86,21 @@
 //!
 //! ## A reader refuses
 //! Wrong magic; another version (the message names both versions); any length that does not
-//! match its record; any CRC mismatch; non-zero reserved bytes or flags; an unknown kind or
-//! section type; a full snapshot with a non-zero base id; a VM configuration out of range; a
-//! vCPU index out of range, twice, or missing; a power state other than 0/1 or a PSTATE mode
-//! above EL1; a second VGIC or UART section; a page run that is empty, outside RAM, or
-//! overlapping another (without LIVE); unknown header flags; trailer counts that disagree with the sections.
+//! match its record; any CRC mismatch; non-zero reserved bytes, unknown header flags or any
+//! section flags; an unknown kind or section type; a full snapshot with a non-zero base id; a
+//! VM configuration out of range; a vCPU index out of range, twice, or missing; a power state
+//! other than 0/1 or a PSTATE mode above EL1; a second VGIC or UART section; a page run that
+//! is empty, outside RAM, or (without LIVE) overlapping another; trailer counts that disagree
+//! with the sections. The restorer still compares the header's VM configuration with the VM
+//! it builds (the file cannot know that).
 //!
 //! ## Chains
 //! A restore applies a full snapshot, then each diff in order: diff `n`'s base id is the id of
 //! snapshot `n - 1`, and all share one VM configuration (name, vCPUs, RAM, counter frequency).
 //! A later copy of a page overrides an earlier one; vCPU state comes from the newest
-//! snapshot, each device's state from the newest snapshot that has it ([`Chain`]).
+//! snapshot, each device's state from the newest snapshot that has it ([`Chain`]). A diff
+//! cannot say that a page became unpopulated (e.g. RAM given back at a VM reset): after such
+//! a change, take a full snapshot.
 #![forbid(unsafe_code)]
 
 mod chain;
