@@ -372,6 +372,37 @@ mod tests {
         }
     }
 
+    /// A typo in a test's `hyp-args` would only show as a log line in a QEMU run that may
+    /// fail for other reasons; the hypervisor's own parsers catch it here.
+    #[test]
+    fn the_committed_hyp_args_are_bootargs_the_hypervisor_takes() {
+        let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests");
+        let specs = load_specs(&tests).unwrap();
+        let with_args: Vec<&Spec> = specs.iter().filter(|s| !s.hyp_args.is_empty()).collect();
+        assert!(
+            with_args.iter().any(|s| s.name == "linux/migrate-storm")
+                && with_args.iter().any(|s| s.name == "linux/dirty-harvest"),
+            "the migration and dirty-log tests lost their hyp-args"
+        );
+        for spec in with_args {
+            let (_, errors) = hyp::monitor::bootargs::schedule_from_bootargs(&spec.hyp_args);
+            let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{}: {errors:?}", spec.name);
+            assert!(
+                hyp::log::level_from_bootargs(&spec.hyp_args).is_ok(),
+                "{}: bad hyp.log=",
+                spec.name
+            );
+        }
+        let (schedule, errors) = hyp::monitor::bootargs::schedule_from_bootargs(
+            "hyp.migrate-storm=2 hyp.dirty-harvest=200 hyp.dirty-check=1",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(schedule.migrate_storm.is_some() && schedule.dirty_check);
+        let (_, errors) = hyp::monitor::bootargs::schedule_from_bootargs("hyp.migrate-strom=2");
+        assert_eq!(errors.len(), 1, "a misspelt key is refused");
+    }
+
     #[test]
     fn test_files_are_found_recursively_and_named_by_their_path() {
         let dir = std::env::temp_dir().join(format!("xtask-specs-{}", std::process::id()));
