@@ -1,13 +1,12 @@
-//! The streaming snapshot writer: bytes go to a [`Sink`] as each section is complete, so the
-//! writer holds nothing but counters and the running CRC.
+//! The streaming snapshot writer: each section goes to a [`Sink`] as soon as it is given, so
+//! the writer holds nothing but counters and the running CRC.
 
 use core::fmt;
 
 use super::crc::{Crc32, combine, crc32};
-use super::format::{ConfigError, Kind};
 use super::format::{
-    DeviceKind, Header, PAGE_SIZE, PAGES_PREFIX_LEN, SECTION_HEADER_LEN, SectionKind, VCPU_LEN,
-    VcpuState, pstate_mode_ok, section_header, trailer,
+    ConfigError, DeviceKind, Header, PAGE_SIZE, PAGES_PREFIX_LEN, SECTION_HEADER_LEN, SectionKind,
+    VCPU_LEN, VcpuState, pstate_mode_ok, section_header, trailer,
 };
 
 /// Where snapshot bytes go (a semihosting file, a buffer).
@@ -171,11 +170,6 @@ impl<S: Sink> SnapshotWriter<S> {
     /// The header this snapshot was begun with.
     pub fn header(&self) -> &Header {
         &self.header
-    }
-
-    /// Whether this is a full snapshot (else a diff).
-    pub fn is_full(&self) -> bool {
-        self.header.kind == Kind::Full
     }
 
     /// Writes a VCPU section.
