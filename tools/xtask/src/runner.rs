@@ -395,7 +395,7 @@ mod tests {
             );
         }
         let (schedule, errors) = hyp::monitor::bootargs::schedule_from_bootargs(
-            "hyp.migrate-storm=2 hyp.dirty-harvest=200 hyp.dirty-check=1",
+            "hyp.migrate-storm=1 hyp.dirty-harvest=200 hyp.dirty-check=1",
         );
         assert!(errors.is_empty(), "{errors:?}");
         assert!(schedule.migrate_storm.is_some() && schedule.dirty_check);

@@ -12,6 +12,7 @@
 //! qemu-args = -d guest_errors        # extra QEMU arguments, split at spaces
 //! expect = cpu 0 online              # must appear, each after the previous `expect`
 //! expect-anywhere = cpu 1 online     # must appear somewhere
+//! expect-number = moved: >= 10000    # the number after the last `moved:` is at least 10000
 //! forbid = panic at                  # must not appear
 //! exit = 0                           # 0, nonzero, or a number (default 0)
 //! timeout = 60                       # seconds (default 60)
@@ -45,6 +46,7 @@ const KEYS: &[&str] = &[
     "qemu-args",
     "expect",
     "expect-anywhere",
+    "expect-number",
     "forbid",
     "exit",
     "timeout",
@@ -100,6 +102,9 @@ pub struct Spec {
     /// `.0` entries of `expect` have appeared in order.
     pub send: Vec<(usize, Vec<u8>)>,
     pub expect_anywhere: Vec<String>,
+    /// `expect-number`: the decimal number after the last appearance of the text must be at
+    /// least the bound.
+    pub expect_number: Vec<(String, u64)>,
     pub forbid: Vec<String>,
     pub exit: ExpectedExit,
     pub timeout: Duration,
@@ -142,6 +147,8 @@ pub enum SpecErrorKind {
     HypArgsNative,
     /// A `send` or `send-raw` value with a backslash that starts no known escape.
     BadEscape(String),
+    /// An `expect-number` value that is not `TEXT >= N`.
+    BadExpectNumber(String),
 }
 
 impl fmt::Display for SpecError {
@@ -193,6 +200,10 @@ impl fmt::Display for SpecError {
                     "`hyp-args` needs the hypervisor, but `native = true` runs without it"
                 )
             }
+            SpecErrorKind::BadExpectNumber(v) => write!(
+                f,
+                "`expect-number` must be `TEXT >= N` (N a whole number), not `{v}`"
+            ),
             SpecErrorKind::BadEscape(e) => write!(
                 f,
                 "unknown escape `{e}`; the escapes are \\n, \\r, \\t, \\\\ and \\xHH"
@@ -259,6 +270,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
         qemu_args: Vec::new(),
         expect: Vec::new(),
         expect_anywhere: Vec::new(),
+        expect_number: Vec::new(),
         send: Vec::new(),
         forbid: Vec::new(),
         exit: ExpectedExit::Code(0),
@@ -295,6 +307,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
                 | "qemu-args"
                 | "expect"
                 | "expect-anywhere"
+                | "expect-number"
                 | "forbid"
                 | "send"
                 | "send-raw"
@@ -361,6 +374,17 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
                 hyp_args_line = line;
             }
             "expect-anywhere" => spec.expect_anywhere.push(value.to_string()),
+            "expect-number" => {
+                let parsed = value
+                    .rsplit_once(">=")
+                    .map(|(text, n)| (text.trim(), n.trim()))
+                    .filter(|(text, _)| !text.is_empty())
+                    .and_then(|(text, n)| Some((text.to_string(), n.parse().ok()?)));
+                let Some(parsed) = parsed else {
+                    return Err(err(line, SpecErrorKind::BadExpectNumber(value.to_string())));
+                };
+                spec.expect_number.push(parsed);
+            }
             "forbid" => spec.forbid.push(value.to_string()),
             "exit" => {
                 spec.exit = match value {
@@ -459,7 +483,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
             });
         }
     }
-    if spec.expect.is_empty() && spec.expect_anywhere.is_empty() {
+    if spec.expect.is_empty() && spec.expect_anywhere.is_empty() && spec.expect_number.is_empty() {
         return Err(err(0, SpecErrorKind::NothingChecked));
     }
     spec.variant = Variant::new(features);
@@ -476,6 +500,24 @@ pub fn expects_seen(spec: &Spec, output: &str) -> usize {
         }
     }
     spec.expect.len()
+}
+
+/// Why the number after the last `text` in `output` is not at least `min`, if it is not.
+fn number_short_of(output: &str, text: &str, min: u64) -> Option<String> {
+    let Some(at) = output.rfind(text) else {
+        return Some(format!("{text:?} not found"));
+    };
+    let after = output[at + text.len()..].trim_start_matches([' ', '\t']);
+    let digits = &after[..after
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(after.len())];
+    match digits.parse::<u64>() {
+        Ok(n) if n >= min => None,
+        Ok(n) => Some(format!("{text:?} {n}, expected at least {min}")),
+        // All digits, so only too many of them: far above any bound.
+        Err(_) if !digits.is_empty() => None,
+        Err(_) => Some(format!("no number after the last {text:?}")),
+    }
 }
 
 /// Why a run does not meet its spec; `None` means it passed.
@@ -500,6 +542,12 @@ pub fn judge(spec: &Spec, output: &str, outcome: Outcome) -> Option<String> {
             .iter()
             .find(|want| !output.contains(want.as_str()))
             .map(|want| format!("{want:?} not found"));
+    }
+    if missing.is_none() {
+        missing = spec
+            .expect_number
+            .iter()
+            .find_map(|(text, min)| number_short_of(output, text, *min));
     }
     if outcome == Outcome::TimedOut {
         let secs = spec.timeout.as_secs();
@@ -719,6 +767,38 @@ timeout = 30
         let e = parse("t", "expect = x\nsend = \\e[A").unwrap_err();
         assert_eq!(e, err(2, SpecErrorKind::BadEscape("\\e".into())));
         assert!(e.to_string().contains("\\xHH"), "{e}");
+    }
+
+    #[test]
+    fn expect_number_bounds_the_number_after_the_last_appearance() {
+        let spec = parse("t", "expect-number = migration storm: >= 10000\n").unwrap();
+        assert_eq!(
+            spec.expect_number,
+            [("migration storm:".to_string(), 10000)]
+        );
+        let judged = |out: &str| judge(&spec, out, Outcome::Exited(0));
+        assert_eq!(judged("domU1: migration storm: 12345 pages moved\n"), None);
+        assert_eq!(judged("migration storm:10000"), None);
+        assert_eq!(
+            judged("migration storm: 20000\nmigration storm: 9999 pages moved\n").unwrap(),
+            "\"migration storm:\" 9999, expected at least 10000"
+        );
+        assert_eq!(
+            judged("migration storm: off\n").unwrap(),
+            "no number after the last \"migration storm:\""
+        );
+        assert_eq!(
+            judged("nothing\n").unwrap(),
+            "\"migration storm:\" not found"
+        );
+        assert_eq!(judged("migration storm: 99999999999999999999999"), None);
+        for bad in ["x", "x >= many", ">= 5", "x > 5"] {
+            assert_eq!(
+                parse("t", &format!("expect-number = {bad}")).unwrap_err(),
+                err(1, SpecErrorKind::BadExpectNumber(bad.into())),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
