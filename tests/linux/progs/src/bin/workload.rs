@@ -1,5 +1,6 @@
-//! `workload [--procs N] [--mib M] [--seconds S | --passes P] [--seed X]`: memory traffic that
-//! proves no write is lost while the hypervisor moves, logs or snapshots the guest's pages.
+//! `workload [--procs N] [--mib M] [--seconds S | --passes P] [--seed X] [--lose-write]`: memory
+//! traffic that proves no write is lost while the hypervisor moves, logs or snapshots the
+//! guest's pages.
 //!
 //! N processes (default 4) each map M/N MiB (M default 256) of private anonymous memory and
 //! sweep it pass after pass: pass 0 writes every word, each later pass reads every word back,
@@ -16,6 +17,9 @@
 //! processes) and `workload: verified V MiB in T ms of guest time`. Exits 0 only if every
 //! process finished and B is 0; 1 otherwise, 2 for bad arguments.
 //!
+//! `--lose-write` checks the checker: process 0 puts one word back to its old value after its
+//! second pass, as a lost write would leave it, so the run must end with exactly 1 bad word.
+//!
 //! The sweeps are plain loops with volatile accesses and no formatting, as fast as TCG allows.
 
 #![no_std]
@@ -25,8 +29,8 @@ use linux_progs::{ChildExit, Forked, Line, print};
 
 linux_progs::entry!(main);
 
-const USAGE: &[u8] =
-    b"usage: workload [--procs N] [--mib M] [--seconds S | --passes P] [--seed X]\n";
+const USAGE: &[u8] = b"usage: workload [--procs N] [--mib M] [--seconds S | --passes P] \
+    [--seed X] [--lose-write]\n";
 /// Most processes: their reports must fit the shared page.
 const PROCS_MAX: u64 = 64;
 /// Mismatches printed per process; the rest are only counted.
@@ -48,6 +52,7 @@ struct Options {
     mib: u64,
     limit: Limit,
     seed: u64,
+    lose_write: bool,
 }
 
 /// One process's result, written by the child into the page shared with the parent.
@@ -68,11 +73,17 @@ fn parse(args: &linux_progs::Args) -> Option<Options> {
         mib: 256,
         limit: Limit::Seconds(20),
         seed: 1,
+        lose_write: false,
     };
     let mut limit_given = false;
     let mut i = 1;
     while i < args.len() {
         let flag = args.get(i)?;
+        if flag == b"--lose-write" {
+            o.lose_write = true;
+            i += 1;
+            continue;
+        }
         let value = linux_progs::parse_num(args.get(i + 1)?)?;
         match flag {
             b"--procs" => o.procs = value,
@@ -217,6 +228,9 @@ fn run(o: &Options, proc: u64, start: u64, report: &mut Report) -> i32 {
             old = old.wrapping_add(SPREAD);
             new = new.wrapping_add(SPREAD);
         }
+        if o.lose_write && proc == 0 && passes == 1 {
+            lose_write(base, words / 2, key(o.seed, proc, 0));
+        }
         passes += 1;
     }
     let mut last = key(o.seed, proc, passes - 1);
@@ -245,6 +259,14 @@ fn run(o: &Options, proc: u64, start: u64, report: &mut Report) -> i32 {
         .dec(check.bad)
         .print();
     i32::from(check.bad != 0)
+}
+
+/// Puts word `index` back to its value of the pass with `old_key`, as if the last write to it
+/// had been lost.
+fn lose_write(base: *mut u64, index: usize, old_key: u64) {
+    let old = old_key.wrapping_add((index as u64).wrapping_mul(SPREAD));
+    // SAFETY: the caller's mapping holds more than `index` words.
+    unsafe { base.add(index).write_volatile(old) };
 }
 
 /// Pass 0: every word written, nothing to check yet.
