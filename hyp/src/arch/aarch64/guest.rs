@@ -814,13 +814,25 @@ fn vgic_flush(g: &Guest, v: usize, state: &ich::VgicCpuState, track: &mut LrTrac
 /// Reads the list registers back into the vGIC model after an exit (nothing to read when the
 /// last flush loaded none).
 fn vgic_sync(g: &Guest, v: usize, state: &mut ich::VgicCpuState, track: &mut LrTrack) {
-    if !track.loaded {
+    let pcpu = g.first_pcpu + v;
+    if !track.loaded && !guest_irq::vtimer_held(pcpu) {
         return;
     }
-    ich::save(state);
-    track.saved = true;
-    if let Err(e) = g.devices.lock().vgic.sync(v, &state.lrs[..ich::n_lrs()]) {
-        log::error!("{}: vCPU {v}: vGIC sync: {e:?}", g.name);
+    let mut dev = g.devices.lock();
+    if track.loaded {
+        ich::save(state);
+        track.saved = true;
+        if let Err(e) = dev.vgic.sync(v, &state.lrs[..ich::n_lrs()]) {
+            log::error!("{}: vCPU {v}: vGIC sync: {e:?}", g.name);
+        }
+    }
+    if guest_irq::vtimer_held(pcpu) && !dev.vgic.pending_or_active(v, Intid::VTIMER).unwrap_or(true)
+    {
+        // Usually the guest's deactivation already reached the physical interrupt; releasing
+        // it again costs one write and covers a guest that masked or cleared its virtual
+        // copy instead, which would leave the timer dead on this pCPU.
+        drop(dev);
+        guest_irq::release_vtimer(pcpu);
     }
 }
 

@@ -34,6 +34,9 @@ struct Setup {
 
 static SETUP: Once<Setup> = Once::new();
 static CPU_READY: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// The virtual timer's physical interrupt was acknowledged on this pCPU and is left active for
+/// the guest's deactivation through the hardware-linked list register.
+static VTIMER_HELD: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
 /// Sets up the distributor (boot pCPU, before any vCPU runs). With `console_input`, the
 /// console's receive interrupt is turned on and routed to this pCPU.
@@ -81,6 +84,26 @@ pub fn vcpu_starting(cpu: usize) {
         }
     }
     rd.clear_active(setup.vtimer);
+    VTIMER_HELD[cpu].store(false, Ordering::Relaxed);
+}
+
+/// Deactivates the virtual timer's physical interrupt on this pCPU: its virtual copy is
+/// neither pending nor active any more, so no guest deactivation will reach it (the guest
+/// masked or cleared it at the vGIC), and left active it would never fire again here.
+pub fn release_vtimer(cpu: usize) {
+    VTIMER_HELD[cpu].store(false, Ordering::Relaxed);
+    let Some(setup) = SETUP.get() else {
+        return;
+    };
+    let mpidr = percpu::get(cpu).mpidr.load(Ordering::Relaxed);
+    if let Some(rd) = Redistributor::find(&setup.gic, mpidr) {
+        rd.clear_active(setup.vtimer);
+    }
+}
+
+/// Whether the virtual timer's physical interrupt is held active on pCPU `cpu`.
+pub fn vtimer_held(cpu: usize) -> bool {
+    VTIMER_HELD[cpu].load(Ordering::Relaxed)
 }
 
 /// What the physical interrupts drained from this pCPU mean for its vCPU.
@@ -106,6 +129,7 @@ pub fn drain() -> Drained {
         gic::eoi(intid);
         if intid == setup.vtimer {
             // Deactivated by the guest, through the hardware-linked list register.
+            VTIMER_HELD[percpu::cpu_index()].store(true, Ordering::Relaxed);
             d.vtimer = true;
             continue;
         }

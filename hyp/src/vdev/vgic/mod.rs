@@ -458,6 +458,18 @@ impl Vgic {
             .any(|irq| deliverable(irq, self.ctlr) && self.spi_candidate_for(irq, vcpu)))
     }
 
+    /// Whether `intid` of `vcpu` is pending or active in the model (with the list registers
+    /// folded back): false means the guest has no use for it, so a hardware-linked physical
+    /// interrupt behind it must not stay active.
+    ///
+    /// # Errors
+    /// [`VgicError::NoSuchVcpu`], [`VgicError::NotAPpi`] for an unimplemented INTID.
+    pub fn pending_or_active(&self, vcpu: usize, intid: Intid) -> Result<bool, VgicError> {
+        self.cpu(vcpu)?;
+        let irq = self.irq(vcpu, intid).ok_or(VgicError::NotAPpi { intid })?;
+        Ok(irq.pending() || irq.active)
+    }
+
     /// Which vCPU SPI `intid` is currently routed to (GICD_IROUTER<n>): the vCPU with matching
     /// affinity, vCPU 0 for 1-of-N routing (IRM = 1), `None` when no vCPU matches.
     ///
