@@ -384,6 +384,9 @@ mod tests {
                 && with_args.iter().any(|s| s.name == "linux/dirty-harvest"),
             "the migration and dirty-log tests lost their hyp-args"
         );
+        for name in ["linux/workload", "linux/console-bytes"] {
+            assert!(specs.iter().any(|s| s.name == name), "{name} missing");
+        }
         for spec in with_args {
             let (_, errors) = hyp::monitor::bootargs::schedule_from_bootargs(&spec.hyp_args);
             let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
