@@ -23,6 +23,8 @@
 //! pCPU (an SGI, a UART SPI) kicks that pCPU with a physical SGI.
 
 mod control;
+mod monitor;
+mod snapshot;
 
 use super::guest_irq::{self, Drained};
 use super::stage2::{self, HwFrameData, HwPhysMem, HwTlb};
@@ -107,6 +109,8 @@ pub struct Guest {
     ram: (u64, u64),
     running: AtomicBool,
     control: control::Control,
+    /// Typed console input waiting for this VM's virtual UART.
+    input: Mutex<monitor::GuestInput>,
     /// A PSCI SYSTEM_RESET is under way: every vCPU leaves the guest.
     resetting: AtomicBool,
     boot: BootImages,
@@ -118,32 +122,6 @@ pub struct Guest {
 static FRAMES: Once<Mutex<FrameTable>> = Once::new();
 static GUESTS: Once<Vec<&'static Guest>> = Once::new();
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
-
-/// An operation asked of a VM (by the monitor or the bootargs), run by the executor on pCPU 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VmRequest {
-    Pause,
-    Resume,
-    /// Move this many random guest pages to new frames while the VM runs.
-    Migrate(u64),
-    DirtyStart,
-    DirtyStop,
-    /// Harvest the dirty log and report the count.
-    DirtyHarvest,
-}
-
-/// Requests waiting for the executor: (VM index in creation order, request).
-static REQUESTS: Mutex<alloc::collections::VecDeque<(usize, VmRequest)>> =
-    Mutex::new(alloc::collections::VecDeque::new());
-static HAVE_REQUESTS: AtomicBool = AtomicBool::new(false);
-
-/// Queues `req` for VM `vm` (0-based, creation order); pCPU 0 runs it at its next service
-/// point (a guest exit, a WFI wake-up, or while parked).
-pub fn request(vm: usize, req: VmRequest) {
-    REQUESTS.lock().push_back((vm, req));
-    HAVE_REQUESTS.store(true, Ordering::Release);
-    guest_irq::kick(0);
-}
 
 fn frames() -> &'static Mutex<FrameTable> {
     FRAMES.get().expect("frame pool set up before any guest")
@@ -248,6 +226,7 @@ pub fn create_all(
         g.running.store(true, Ordering::Release);
     }
     GUESTS.call_once(|| guests);
+    monitor::init(GUESTS.get().expect("just set"), machine.chosen.bootargs);
     sev();
     n
 }
@@ -377,6 +356,7 @@ fn create(
         ram,
         running: AtomicBool::new(false),
         control: control::Control::new(d.cpus as usize),
+        input: Mutex::new(monitor::GuestInput::default()),
         resetting: AtomicBool::new(false),
         boot,
         has_uart: d.vpl011,
@@ -549,7 +529,7 @@ fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
         if !g.running.load(Ordering::Acquire) || g.resetting.load(Ordering::Acquire) {
             break Next::StopVcpu;
         }
-        service(g, v);
+        monitor::service(g, v);
         control::park_if_paused(g, v, &mut regs, &mut gic_state, &mut lrs);
         if !vgic_flush(g, v, &gic_state, &mut lrs) {
             break Next::StopVm;
@@ -573,82 +553,6 @@ fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
         Next::ResetVm => reset_vm(g, v),
         Next::Resume | Next::StopVcpu => {}
     }
-}
-
-/// Runs queued requests, on pCPU 0 only (the console's pCPU, where monitor input arrives).
-/// `g`/`v` are the VM and vCPU this pCPU runs: a request that needs `g` paused while this
-/// vCPU is still in its run loop only sets the pause flag and waits for the vCPU's park loop.
-fn service(g: &'static Guest, v: usize) {
-    if !HAVE_REQUESTS.load(Ordering::Acquire) || super::percpu::cpu_index() != 0 {
-        return;
-    }
-    let Some((vm, req)) = REQUESTS.lock().front().copied() else {
-        HAVE_REQUESTS.store(false, Ordering::Release);
-        return;
-    };
-    let Some(target) = GUESTS.get().and_then(|gs| gs.get(vm).copied()) else {
-        log::warn!("request {req:?}: there is no VM {}", vm + 1);
-        finish_request();
-        return;
-    };
-    let me = core::ptr::eq(target, g).then_some(v);
-    let parked_here = me.is_none() || g.control.pause_requested() && parked_self(g, v);
-    match req {
-        VmRequest::Pause if !parked_here => {
-            // Park first (at this vCPU's next loop top); the pause completes from there.
-            g.control.request_pause();
-            return;
-        }
-        VmRequest::Pause => match control::pause(target, me) {
-            Ok(()) => log::info!("{}: paused", target.name),
-            Err(e) => log::error!("{}: pause: {e}", target.name),
-        },
-        VmRequest::Resume => {
-            control::resume(target);
-            log::info!("{}: resumed", target.name);
-        }
-        VmRequest::Migrate(n) => {
-            let mut rng = control::Rng::new(counter());
-            let r = control::migrate(target, n, &mut rng);
-            log::info!(
-                "{}: migrate: {} pages moved, {} picked were unbacked, {} refused",
-                target.name,
-                r.moved,
-                r.unbacked,
-                r.refused
-            );
-        }
-        VmRequest::DirtyStart => match target.mem.enable_dirty_log(frames(), &mut HwFrameData, 0) {
-            Ok(()) => log::info!("{}: dirty logging on", target.name),
-            Err(e) => log::error!("{}: dirty start: {e}", target.name),
-        },
-        VmRequest::DirtyStop => match target.mem.disable_dirty_log(frames(), &mut HwFrameData, 0) {
-            Ok(()) => log::info!("{}: dirty logging off", target.name),
-            Err(e) => log::error!("{}: dirty stop: {e}", target.name),
-        },
-        VmRequest::DirtyHarvest => {
-            let mut bits = alloc::vec![0u64; (target.ram.1 / PAGE_SIZE).div_ceil(64) as usize];
-            match target.mem.harvest_dirty_log(0, &mut bits) {
-                Ok(n) => {
-                    target.stats.add(Counter::DirtyHarvested, n);
-                    log::info!("{}: dirty pages since the last harvest: {n}", target.name);
-                }
-                Err(e) => log::error!("{}: dirty harvest: {e}", target.name),
-            }
-        }
-    }
-    finish_request();
-}
-
-/// Whether vCPU `v` of `g` (this pCPU's) is parked: the executor runs from its park loop.
-fn parked_self(g: &Guest, v: usize) -> bool {
-    control::is_parked(g, v)
-}
-
-fn finish_request() {
-    let mut q = REQUESTS.lock();
-    q.pop_front();
-    HAVE_REQUESTS.store(!q.is_empty(), Ordering::Release);
 }
 
 /// How long a reset waits for the other vCPUs to leave the guest.
@@ -755,6 +659,9 @@ fn vm_stopped(g: &Guest) {
     for v in 0..g.power.vcpus() {
         guest_irq::kick(g.first_pcpu + v);
     }
+    if let Some(n) = monitor::storm_moved() {
+        log::info!("{}: migration storm: {n} pages moved", g.name);
+    }
     log::info!(
         "{}: powered off; exits: {} ({} total), {} stage-2 table pages",
         g.name,
@@ -842,23 +749,29 @@ fn deliver(g: &Guest, v: usize, d: Drained) {
         g.stats.count(Counter::VtimerIrq);
         let _ = g.devices.lock().vgic.inject_ppi(v, Intid::VTIMER);
     }
-    if d.console
-        && let Some(cg) = GUESTS.get().and_then(|gs| gs.iter().find(|g| g.has_uart))
-    {
-        let mut dev = cg.devices.lock();
-        if let Some(target) = uart_update(&mut dev)
-            && (!core::ptr::eq(*cg, g) || target != v)
-        {
-            guest_irq::kick(cg.first_pcpu + target);
-        }
+    if d.console {
+        monitor::console_input();
+    }
+    let _ = (g, v);
+}
+
+/// Console input arrived for `g`: moves it into its virtual UART and kicks the vCPU whose
+/// interrupt that raised.
+fn console_input_for(g: &Guest) {
+    let mut dev = g.devices.lock();
+    if let Some(target) = uart_update(&g.input, &mut dev) {
+        drop(dev);
+        guest_irq::kick(g.first_pcpu + target);
     }
 }
 
 /// Moves typed bytes into the virtual UART while it has room and drives its SPI. Returns the
 /// vCPU to kick when that made the SPI deliverable.
-fn uart_update(dev: &mut Devices) -> Option<usize> {
+fn uart_update(input: &Mutex<monitor::GuestInput>, dev: &mut Devices) -> Option<usize> {
     let uart = dev.uart.as_mut()?;
-    guest_irq::take_input(|b| uart.rx_space() > 0 && uart.push_rx(b));
+    input
+        .lock()
+        .feed(|b| uart.rx_space() > 0 && uart.push_rx(b));
     let level = uart.irq_level();
     // Only a change of the line is news to the vGIC (and a reason to rebuild list registers).
     if level == core::mem::replace(&mut dev.uart_line, level) {
@@ -878,20 +791,21 @@ fn irq_exit(g: &Guest, v: usize) {
 
 /// A trapped WFI: sleeps until the vCPU has an interrupt to take (or its VM stops). Physical
 /// interrupts wake the pCPU's WFI although PSTATE.I masks them at EL2; they are drained here.
-fn wait_for_interrupt(g: &Guest, v: usize) {
+fn wait_for_interrupt(g: &'static Guest, v: usize) {
     // The guest idles: what it printed of an unfinished line (a prompt) is due now.
     if let Some(u) = g.devices.lock().uart.as_mut() {
         u.output().show_partial();
     }
     loop {
         deliver(g, v, guest_irq::drain());
+        monitor::service(g, v);
         if !g.running.load(Ordering::Acquire)
             || g.control.pause_requested()
-            || HAVE_REQUESTS.load(Ordering::Acquire)
             || g.devices.lock().vgic.vcpu_has_pending(v).unwrap_or(true)
         {
             return;
         }
+        monitor::arm_wakeup();
         wfi();
     }
 }
@@ -911,7 +825,7 @@ fn send_sgi(g: &Guest, v: usize, value: u64) {
 }
 
 fn handle_exit(
-    g: &Guest,
+    g: &'static Guest,
     v: usize,
     regs: &mut GuestRegs,
     reason: ExitReason,
@@ -1048,7 +962,15 @@ fn in_ram(g: &Guest, ipa: u64) -> bool {
 fn abort(g: &Guest, v: usize, regs: &mut GuestRegs, a: exit::Abort, far: u64, hpfar: u64) -> Next {
     let ipa = exit::fault_ipa(hpfar, far);
     if a.is_stage2_fault() && in_ram(g, ipa) {
-        let access = if a.write { Access::Write } else { Access::Read };
+        // A fault on the guest's own stage-1 table walk counts as a write: the walker may
+        // update descriptors (hardware Access flag and dirty state) and need not say so in
+        // WnR; mapped read-only (as a read fault is while dirty logging), the page tables
+        // would fault again forever. KVM treats these faults the same way.
+        let access = if a.write || a.s1ptw {
+            Access::Write
+        } else {
+            Access::Read
+        };
         prefer_block(g, ipa);
         return match g
             .mem
@@ -1169,7 +1091,7 @@ fn mmio(
         };
         // A UART access may have freed FIFO room, raised or cleared its interrupt; a GIC
         // access may have enabled or routed a pending SPI to another vCPU.
-        let kick = uart_update(&mut dev);
+        let kick = uart_update(&g.input, &mut dev);
         (result, kick)
     };
     if let Some(t) = kick.filter(|&t| t != v) {
