@@ -221,12 +221,14 @@ pub enum Counter {
     Migrated,
     /// Pages reported by dirty-log harvests.
     DirtyHarvested,
+    /// Dirty-log harvests.
+    Harvests,
     Fiq,
     SError,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 17] = [
+    pub const ALL: [Counter; 18] = [
         Counter::Hvc,
         Counter::Smc,
         Counter::Wfi,
@@ -242,6 +244,7 @@ impl Counter {
         Counter::Reset,
         Counter::Migrated,
         Counter::DirtyHarvested,
+        Counter::Harvests,
         Counter::Fiq,
         Counter::SError,
     ];
@@ -250,7 +253,11 @@ impl Counter {
     pub const fn is_exit(self) -> bool {
         !matches!(
             self,
-            Counter::VtimerIrq | Counter::Reset | Counter::Migrated | Counter::DirtyHarvested
+            Counter::VtimerIrq
+                | Counter::Reset
+                | Counter::Migrated
+                | Counter::DirtyHarvested
+                | Counter::Harvests
         )
     }
 
@@ -271,6 +278,7 @@ impl Counter {
             Counter::Reset => "reset",
             Counter::Migrated => "migrated",
             Counter::DirtyHarvested => "dirty-harvested",
+            Counter::Harvests => "harvests",
             Counter::Fiq => "fiq",
             Counter::SError => "serror",
         }

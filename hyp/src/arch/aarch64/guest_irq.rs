@@ -29,6 +29,8 @@ const INPUT_RING: usize = 4096;
 struct Setup {
     gic: Gic,
     vtimer: u32,
+    /// The EL2 physical timer's PPI: the hypervisor's own wake-ups (see `guest::monitor`).
+    hyp_timer: u32,
     uart: Option<u32>,
 }
 
@@ -45,6 +47,7 @@ pub fn init(machine: &Machine<'_>, console_input: bool) {
     let setup = SETUP.call_once(|| Setup {
         gic: machine.gic.clone(),
         vtimer: machine.timer.virt,
+        hyp_timer: machine.timer.hyp_phys,
         uart: machine.uart_intid.filter(|_| console_input),
     });
     let dist = Distributor::new(&setup.gic);
@@ -79,7 +82,12 @@ pub fn vcpu_starting(cpu: usize) {
     if !CPU_READY[cpu].swap(true, Ordering::AcqRel) {
         rd.init();
         gic::cpu_interface_init();
-        for intid in [u32::from(KICK_SGI), MAINTENANCE_INTID, setup.vtimer] {
+        for intid in [
+            u32::from(KICK_SGI),
+            MAINTENANCE_INTID,
+            setup.vtimer,
+            setup.hyp_timer,
+        ] {
             rd.set_enabled(intid, true);
         }
     }
@@ -132,6 +140,10 @@ pub fn drain() -> Drained {
             VTIMER_HELD[percpu::cpu_index()].store(true, Ordering::Relaxed);
             d.vtimer = true;
             continue;
+        }
+        if intid == setup.hyp_timer {
+            // A wake-up the caller asked for: the timer has done its job.
+            super::timer::hyp_disarm();
         }
         if Some(intid) == setup.uart {
             read_console();

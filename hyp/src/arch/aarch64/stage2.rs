@@ -78,8 +78,16 @@ fn with_vmid(vmid: Vmid, f: impl FnOnce()) {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HwTlb;
 
+/// TLB invalidations issued for guests (both kinds), for the monitor's `stats`.
+static TLB_INVALIDATIONS: AtomicU64 = AtomicU64::new(0);
+
+pub fn tlb_invalidations() -> u64 {
+    TLB_INVALIDATIONS.load(Ordering::Relaxed)
+}
+
 impl Tlb for HwTlb {
     fn invalidate_ipa(&mut self, vmid: Vmid, ipa: crate::mm::addr::Ipa, _level: Level) {
+        TLB_INVALIDATIONS.fetch_add(1, Ordering::Relaxed);
         with_vmid(vmid, || {
             // SAFETY: the sequence the `Tlb` contract names: order the entry store, drop the
             // stage-2 entry for the IPA (operand IPA[47:12]), wait, drop combined stage-1
@@ -101,6 +109,7 @@ impl Tlb for HwTlb {
     }
 
     fn invalidate_vmid_all(&mut self, vmid: Vmid) {
+        TLB_INVALIDATIONS.fetch_add(1, Ordering::Relaxed);
         with_vmid(vmid, || {
             // SAFETY: as above, dropping every stage-1 and stage-2 entry and walk-cache entry
             // of this VMID on every CPU of the inner-shareable domain.

@@ -111,7 +111,7 @@ pub(super) fn park_if_paused(
     c.parked[v].store(true, Ordering::Release);
     while c.pause_requested() && g.running.load(Ordering::Acquire) {
         deliver(g, v, guest_irq::drain());
-        super::service(g, v);
+        super::monitor::service(g, v);
         if !c.pause_requested() {
             break;
         }
@@ -165,6 +165,16 @@ pub(super) fn resume(g: &Guest) {
     for v in 0..g.power.vcpus() {
         guest_irq::kick(g.first_pcpu + v);
     }
+}
+
+/// A parked vCPU's saved state (for a snapshot).
+pub(super) fn saved(g: &Guest, v: usize) -> Option<VcpuSaved> {
+    g.control.saved.get(v)?.lock().clone()
+}
+
+/// A parked vCPU's PC.
+pub(super) fn saved_pc(g: &Guest, v: usize) -> Option<u64> {
+    g.control.saved.get(v)?.lock().as_ref().map(|s| s.regs.pc)
 }
 
 /// A small deterministic generator for picking pages (xorshift64*).

@@ -1,0 +1,550 @@
+//! The hypervisor monitor at EL2: console input routed between the guests and the monitor
+//! (`monitor::MonitorInput`), and the executor that carries out monitor commands and the
+//! operations the bootargs schedule (`monitor::bootargs`).
+//!
+//! Everything runs on pCPU 0, where the console's receive interrupt is routed: typed bytes are
+//! routed as they are read, so a guest that does not read its UART never holds up the monitor.
+//! Commands queue and run at pCPU 0's next service point (a guest exit, a wake-up from WFI, or
+//! its park loop while its VM is paused); a timed bootarg action runs when VM 1's guest time
+//! reaches it, a migration storm and periodic dirty harvests advance at every service point.
+
+use super::control::{self, Rng};
+use super::{GUESTS, Guest, frames};
+use crate::arch::aarch64::console;
+use crate::arch::aarch64::guest_irq;
+use crate::arch::aarch64::stage2::HwFrameData;
+use crate::arch::aarch64::sysreg::{counter, counter_frequency};
+use crate::mm::addr::PAGE_SIZE;
+use crate::mm::ownership::{FrameState, Owner};
+use crate::monitor::PROMPT;
+use crate::monitor::bootargs::{Schedule, schedule_from_bootargs};
+use crate::monitor::command::{Command, DirtyOp, help};
+use crate::monitor::select::{VmNumber, VmSelector};
+use crate::monitor::session::{Action, MonitorInput};
+use crate::monitor::stats::{self, DirtyStats, MemStats, RunState, VcpuRow, VcpuState, VmRow};
+use crate::vm::exit::Counter;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use spin::{Mutex, Once};
+
+/// Bytes typed ahead for one VM's console; beyond this they are counted and dropped.
+const GUEST_INPUT_MAX: usize = 4096;
+/// At most this many pages move per service point in a storm (the rest carry over).
+const STORM_STEP_MAX: u64 = 4096;
+
+/// Console tag of the monitor's open line (guests use their VM number).
+const MONITOR_TAG: usize = usize::MAX - 1;
+
+/// Typed input waiting for one VM's virtual UART.
+#[derive(Default)]
+pub(super) struct GuestInput {
+    bytes: VecDeque<u8>,
+    dropped: u64,
+}
+
+impl GuestInput {
+    fn push(&mut self, b: u8) {
+        if self.bytes.len() >= GUEST_INPUT_MAX {
+            if self.dropped == 0 {
+                log::warn!("console input: the guest is not reading; dropping what is typed");
+            }
+            self.dropped += 1;
+            return;
+        }
+        self.bytes.push_back(b);
+    }
+
+    /// Hands bytes to `accept` in order until it refuses one.
+    pub(super) fn feed(&mut self, mut accept: impl FnMut(u8) -> bool) {
+        while let Some(&b) = self.bytes.front() {
+            if !accept(b) {
+                return;
+            }
+            self.bytes.pop_front();
+        }
+    }
+}
+
+static INPUT: Once<Mutex<MonitorInput>> = Once::new();
+static QUEUE: Mutex<VecDeque<Command>> = Mutex::new(VecDeque::new());
+static PENDING: AtomicBool = AtomicBool::new(false);
+
+/// What the bootargs asked for, and the storm's and harvests' progress.
+struct Unattended {
+    schedule: Schedule,
+    storm_last_ms: u64,
+    harvest_last_ms: u64,
+    rng: Rng,
+}
+
+static UNATTENDED: Once<Mutex<Unattended>> = Once::new();
+/// Whether anything is scheduled at all (a cheap check on every exit of pCPU 0).
+static SCHEDULED: AtomicBool = AtomicBool::new(false);
+static STORM_MOVED: AtomicU64 = AtomicU64::new(0);
+
+/// Sets up console routing (guest input to the first VM with a console) and the bootargs'
+/// schedule. Call once the VMs exist.
+pub(super) fn init(guests: &[&'static Guest], bootargs: &str) {
+    let console = guests
+        .iter()
+        .position(|g| g.has_uart)
+        .and_then(VmNumber::from_index);
+    INPUT.call_once(|| Mutex::new(MonitorInput::new(console)));
+    let (schedule, errors) = schedule_from_bootargs(bootargs);
+    for e in &errors {
+        log::error!("{e}");
+    }
+    let any = !schedule.is_empty()
+        || schedule.migrate_storm.is_some()
+        || schedule.dirty_harvest.is_some();
+    if any {
+        log::info!(
+            "bootargs: {} timed action(s){}{}{}",
+            schedule.len(),
+            schedule.migrate_storm.as_ref().map_or(
+                alloc::string::String::new(),
+                |s| alloc::format!(", migration storm of {} pages/ms", s.pages_per_ms)
+            ),
+            schedule.dirty_harvest.as_ref().map_or(
+                alloc::string::String::new(),
+                |h| alloc::format!(", dirty harvest every {} ms", h.every_ms)
+            ),
+            if schedule.dirty_check {
+                ", dirty check on"
+            } else {
+                ""
+            }
+        );
+    }
+    UNATTENDED.call_once(|| {
+        Mutex::new(Unattended {
+            schedule,
+            storm_last_ms: 0,
+            harvest_last_ms: 0,
+            rng: Rng::new(0x5eed_1234),
+        })
+    });
+    SCHEDULED.store(any, Ordering::Release);
+}
+
+fn echo(bytes: &[u8]) {
+    if !bytes.is_empty() {
+        console::print_guest(MONITOR_TAG, "", bytes, false);
+    }
+}
+
+fn prompt() {
+    echo(PROMPT.as_bytes());
+}
+
+fn say(args: core::fmt::Arguments<'_>) {
+    console::print_line(args);
+}
+
+/// Routes bytes typed on the console (pCPU 0, from its receive interrupt).
+pub(super) fn console_input() {
+    let Some(input) = INPUT.get() else {
+        guest_irq::take_input(|_| true);
+        return;
+    };
+    let mut kick: Option<&'static Guest> = None;
+    guest_irq::take_input(|b| {
+        let mut m = input.lock();
+        let step = m.feed(b);
+        echo(step.echo);
+        match step.action {
+            Action::Nothing => {}
+            Action::Guest { vm, byte } => {
+                if let Some(g) = guest(vm) {
+                    g.input.lock().push(byte);
+                    kick = Some(g);
+                }
+            }
+            Action::EnteredMonitor | Action::LeftMonitor(_) => {}
+            Action::Run(command) => {
+                QUEUE.lock().push_back(command);
+                PENDING.store(true, Ordering::Release);
+            }
+            Action::Usage(e) => {
+                say(format_args!("{e}"));
+                prompt();
+            }
+            Action::Say(s) => {
+                say(format_args!("{s}"));
+                prompt();
+            }
+            Action::Prompt => prompt(),
+        }
+        true
+    });
+    if let Some(g) = kick {
+        super::console_input_for(g);
+    }
+}
+
+fn guest(vm: VmNumber) -> Option<&'static Guest> {
+    GUESTS.get()?.get(vm.index()).copied()
+}
+
+fn names() -> Vec<&'static str> {
+    GUESTS
+        .get()
+        .map(|gs| gs.iter().map(|g| g.name).collect())
+        .unwrap_or_default()
+}
+
+fn resolve(sel: &VmSelector) -> Option<&'static Guest> {
+    match sel.resolve(&names()) {
+        Ok(n) => guest(n),
+        Err(e) => {
+            say(format_args!("{e}"));
+            None
+        }
+    }
+}
+
+/// VM 1's guest time in milliseconds (the clock the bootargs' times refer to).
+fn guest_ms() -> u64 {
+    let Some(g) = GUESTS.get().and_then(|gs| gs.first()) else {
+        return 0;
+    };
+    counter().saturating_sub(g.hw.cntvoff) / (counter_frequency() / 1000).max(1)
+}
+
+/// pCPU 0's service point. `g`/`v`: the VM and vCPU this pCPU runs.
+pub(super) fn service(g: &'static Guest, v: usize) {
+    if super::super::percpu::cpu_index() != 0 {
+        return;
+    }
+    if SCHEDULED.load(Ordering::Acquire) {
+        unattended(g, v);
+    }
+    if PENDING.load(Ordering::Acquire) {
+        let Some(command) = QUEUE.lock().front().cloned() else {
+            PENDING.store(false, Ordering::Release);
+            return;
+        };
+        if run(&command, g, v) {
+            let mut q = QUEUE.lock();
+            q.pop_front();
+            PENDING.store(!q.is_empty(), Ordering::Release);
+            drop(q);
+            prompt_if_monitor();
+        }
+    }
+}
+
+fn prompt_if_monitor() {
+    if let Some(input) = INPUT.get()
+        && input.lock().router().focus() == crate::monitor::router::Focus::Monitor
+    {
+        prompt();
+    }
+}
+
+fn unattended(g: &'static Guest, v: usize) {
+    let Some(u) = UNATTENDED.get() else {
+        return;
+    };
+    let now = guest_ms();
+    let mut u = u.lock();
+    if let Some(t) = u.schedule.take_due(now) {
+        log::info!("bootargs: {t}");
+        QUEUE.lock().push_back(t.command);
+        PENDING.store(true, Ordering::Release);
+    }
+    if let Some(storm) = u.schedule.migrate_storm.clone() {
+        let due = now.saturating_sub(u.storm_last_ms) * u64::from(storm.pages_per_ms);
+        if due > 0 {
+            u.storm_last_ms = now;
+            if let Some(t) = resolve(&storm.vm) {
+                let r = control::migrate(t, due.min(STORM_STEP_MAX), &mut u.rng);
+                STORM_MOVED.fetch_add(r.moved, Ordering::Relaxed);
+            }
+        }
+    }
+    if let Some(h) = u.schedule.dirty_harvest.clone()
+        && now.saturating_sub(u.harvest_last_ms) >= h.every_ms
+    {
+        let check = u.schedule.dirty_check;
+        if let Some(t) = resolve(&h.vm) {
+            if !logging(t) {
+                dirty(t, DirtyOp::Start);
+            }
+            harvest(t, check);
+        }
+        // From the end of this harvest: the guest always runs `every_ms` between two, however
+        // long a harvest (and its check) takes.
+        u.harvest_last_ms = guest_ms();
+    }
+    let _ = (g, v);
+    SCHEDULED.store(
+        !u.schedule.is_empty()
+            || u.schedule.migrate_storm.is_some()
+            || u.schedule.dirty_harvest.is_some(),
+        Ordering::Release,
+    );
+}
+
+/// Before pCPU 0 sleeps in a WFI wait: wakes it (EL2 timer) when the schedule next needs it,
+/// so timed actions, storms and harvests advance while the guest idles.
+pub(super) fn arm_wakeup() {
+    if super::super::percpu::cpu_index() != 0 || !SCHEDULED.load(Ordering::Acquire) {
+        return;
+    }
+    let Some(u) = UNATTENDED.get() else {
+        return;
+    };
+    let u = u.lock();
+    let now = guest_ms();
+    let mut next = u.schedule.next_due_ms();
+    if u.schedule.migrate_storm.is_some() {
+        next = Some(next.map_or(now + 1, |n| n.min(now + 1)));
+    }
+    if let Some(h) = &u.schedule.dirty_harvest {
+        let at = u.harvest_last_ms + h.every_ms;
+        next = Some(next.map_or(at, |n| n.min(at)));
+    }
+    if let (Some(at), Some(g)) = (next, GUESTS.get().and_then(|gs| gs.first())) {
+        let ticks_per_ms = (counter_frequency() / 1000).max(1);
+        crate::arch::aarch64::timer::hyp_arm(g.hw.cntvoff + at.max(now) * ticks_per_ms);
+    }
+}
+
+/// Pages the storm moved (reported when the VM powers off).
+pub(super) fn storm_moved() -> Option<u64> {
+    let u = UNATTENDED.get()?.lock();
+    u.schedule
+        .migrate_storm
+        .as_ref()
+        .map(|_| STORM_MOVED.load(Ordering::Relaxed))
+}
+
+/// Harvests `t`'s dirty log; with `check`, walks its stage-2 tables afterwards and stops the
+/// machine if a writable entry maps a page whose dirty bit is clear.
+fn harvest(t: &Guest, check: bool) -> Option<u64> {
+    let mut bits = alloc::vec![0u64; (t.ram.1 / PAGE_SIZE).div_ceil(64) as usize];
+    match t.mem.harvest_dirty_log(0, &mut bits) {
+        Ok(n) => {
+            t.stats.count(Counter::Harvests);
+            t.stats.add(Counter::DirtyHarvested, n);
+            if check {
+                // Panics (a hypervisor bug, reported as such) when an invariant is broken.
+                t.mem.check_invariants(&frames().lock());
+            }
+            Some(n)
+        }
+        Err(e) => {
+            say(format_args!("{}: dirty harvest: {e}", t.name));
+            None
+        }
+    }
+}
+
+fn dirty(t: &Guest, op: DirtyOp) {
+    match op {
+        DirtyOp::Start => match t.mem.enable_dirty_log(frames(), &mut HwFrameData, 0) {
+            Ok(()) => log::info!("{}: dirty logging on", t.name),
+            Err(e) => say(format_args!("{}: dirty start: {e}", t.name)),
+        },
+        DirtyOp::Stop => match t.mem.disable_dirty_log(frames(), &mut HwFrameData, 0) {
+            Ok(()) => log::info!("{}: dirty logging off", t.name),
+            Err(e) => say(format_args!("{}: dirty stop: {e}", t.name)),
+        },
+        DirtyOp::Stats => {
+            let logging = logging(t);
+            let n = if logging { harvest(t, false) } else { None };
+            let s = DirtyStats {
+                logging,
+                dirty_pages: n.unwrap_or(0),
+                harvests: t.stats.get(Counter::Harvests),
+                harvested_pages: t.stats.get(Counter::DirtyHarvested),
+            };
+            stats::dirty_stats(number(t), &s, &mut |a| say(a));
+        }
+    }
+}
+
+/// Whether `t`'s RAM is being dirty-logged.
+fn logging(t: &Guest) -> bool {
+    t.mem
+        .dirty_observer()
+        .logged_bit(crate::mm::addr::Gfn::containing(crate::mm::addr::Ipa::new(
+            t.ram.0,
+        )))
+        .is_some()
+}
+
+fn number(t: &Guest) -> VmNumber {
+    let i = GUESTS
+        .get()
+        .and_then(|gs| gs.iter().position(|g| core::ptr::eq(*g, t)))
+        .unwrap_or(0);
+    VmNumber::from_index(i).expect("VM indices fit")
+}
+
+/// Carries out `command` on pCPU 0, which runs vCPU `v` of `g`. Returns false when it must
+/// wait (a pause needs this vCPU parked first: it parks at its next loop top).
+fn run(command: &Command, g: &'static Guest, v: usize) -> bool {
+    match command {
+        Command::Help(None) => help(&mut |a| say(a)),
+        Command::Help(Some(spec)) => say(format_args!("{spec}")),
+        Command::Vms => {
+            let gs = GUESTS.get().map(Vec::as_slice).unwrap_or(&[]);
+            let console_vm = INPUT.get().and_then(|i| i.lock().router().console_vm());
+            let rows: Vec<VmRow<'_>> = gs
+                .iter()
+                .enumerate()
+                .map(|(i, t)| VmRow {
+                    number: VmNumber::from_index(i).expect("VM indices fit"),
+                    name: t.name,
+                    vcpus: t.power.vcpus(),
+                    memory: t.ram.1,
+                    state: run_state(t),
+                    console: console_vm.is_some_and(|n| n.index() == i),
+                })
+                .collect();
+            stats::vms(&rows, &mut |a| say(a));
+        }
+        Command::Vcpus(sel) => {
+            let Some(t) = resolve(sel) else { return true };
+            let rows: Vec<VcpuRow> = (0..t.power.vcpus())
+                .map(|i| VcpuRow {
+                    index: i,
+                    pcpu: Some(t.first_pcpu + i),
+                    state: if t.power.is_off(i) {
+                        VcpuState::Off
+                    } else if control::is_parked(t, i) {
+                        VcpuState::Paused
+                    } else {
+                        VcpuState::Running
+                    },
+                    pc: control::saved_pc(t, i).unwrap_or(0),
+                    exits: if i == 0 { t.stats.total() } else { 0 },
+                })
+                .collect();
+            stats::vcpus(number(t), t.name, &rows, &mut |a| say(a));
+        }
+        Command::Stats(sel) => {
+            let Some(t) = resolve(sel) else { return true };
+            let exits: Vec<(&str, u64)> = Counter::ALL
+                .iter()
+                .filter(|c| c.is_exit())
+                .map(|&c| (c.name(), t.stats.get(c)))
+                .filter(|&(_, n)| n != 0)
+                .collect();
+            let s = stats::VmStats {
+                exits: &exits,
+                stage2_faults: t.stats.get(Counter::Stage2Mapped)
+                    + t.stats.get(Counter::Stage2Retry),
+                tlb_invalidations: crate::arch::aarch64::stage2::tlb_invalidations(),
+                dirty_pages: logging(t).then(|| t.stats.get(Counter::DirtyHarvested)),
+            };
+            stats::vm_stats(number(t), t.name, &s, &mut |a| say(a));
+            say(format_args!(
+                "migrated pages {}, resets {}",
+                t.stats.get(Counter::Migrated),
+                t.stats.get(Counter::Reset)
+            ));
+        }
+        Command::Mem => {
+            let f = frames().lock();
+            let (mut free, mut hyp, mut guest, mut shared) = (0u64, 0u64, 0u64, 0u64);
+            for i in 0..f.frames() {
+                match f.state(crate::mm::addr::Pfn::new(f.base().raw() + i)) {
+                    Some(FrameState::Free) => free += 1,
+                    Some(FrameState::Owned(Owner::Hyp)) => hyp += 1,
+                    Some(FrameState::Owned(Owner::Vm(_))) => guest += 1,
+                    Some(_) => shared += 1,
+                    None => {}
+                }
+            }
+            drop(f);
+            let tables: usize = GUESTS
+                .get()
+                .map_or(0, |gs| gs.iter().map(|t| t.mem.table_pages()).sum());
+            let rows = [
+                ("free", free),
+                ("hypervisor", hyp),
+                ("guest", guest),
+                ("shared", shared),
+            ];
+            stats::mem(
+                &MemStats {
+                    frames: &rows,
+                    frame_size: PAGE_SIZE,
+                    table_pages: tables as u64,
+                },
+                &mut |a| say(a),
+            );
+        }
+        Command::Dirty { op, vm } => {
+            if let Some(t) = resolve(vm) {
+                dirty(t, *op);
+            }
+        }
+        Command::Pause(sel) => {
+            let Some(t) = resolve(sel) else { return true };
+            let me = core::ptr::eq(t, g).then_some(v);
+            if me.is_some() && !control::is_parked(g, v) {
+                g.control.request_pause();
+                return false;
+            }
+            match control::pause(t, me) {
+                Ok(()) => say(format_args!("{}: paused", t.name)),
+                Err(e) => say(format_args!("{}: pause: {e}", t.name)),
+            }
+        }
+        Command::Resume(sel) => {
+            let Some(t) = resolve(sel) else { return true };
+            control::resume(t);
+            say(format_args!("{}: resumed", t.name));
+        }
+        Command::Snapshot(req) => {
+            let Some(t) = resolve(&req.vm) else {
+                return true;
+            };
+            let me = core::ptr::eq(t, g).then_some(v);
+            if me.is_some() && !control::is_parked(g, v) {
+                g.control.request_pause();
+                return false;
+            }
+            super::snapshot::take(t, me, req);
+        }
+        Command::Migrate { pages, vm } => {
+            let Some(t) = resolve(vm) else { return true };
+            let mut rng = Rng::new(counter());
+            let r = control::migrate(t, u64::from(*pages), &mut rng);
+            say(format_args!(
+                "{}: migrate: {} pages moved ({} picked had no frame yet, {} refused)",
+                t.name, r.moved, r.unbacked, r.refused
+            ));
+        }
+        Command::Log(level) => {
+            log::set_max_level(*level);
+            say(format_args!("log level {level}"));
+        }
+        Command::Console(sel) => {
+            let Some(t) = resolve(sel) else { return true };
+            if !t.has_uart {
+                say(format_args!("{} has no console", t.name));
+            } else if let Some(input) = INPUT.get() {
+                input.lock().router_mut().set_console_vm(number(t));
+                say(format_args!("guest input goes to {}", t.name));
+            }
+        }
+        Command::Exit => {}
+    }
+    true
+}
+
+fn run_state(t: &Guest) -> RunState {
+    if !t.running.load(Ordering::Acquire) {
+        RunState::Off
+    } else if t.control.pause_requested() {
+        RunState::Paused
+    } else {
+        RunState::Running
+    }
+}
