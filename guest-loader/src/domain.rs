@@ -17,6 +17,18 @@
 //! };
 //! ```
 //!
+//! A restore replaces the kernel (and ramdisk) with one module holding a snapshot file
+//! (`hyp/src/snapshot`), loaded where its `reg` says:
+//!
+//! ```text
+//!         module@7e000000 { compatible = "hyp,snapshot", "multiboot,module";
+//!                           reg = <0x0 0x7e000000 0x0 0x2000000>; };
+//! ```
+//!
+//! The domain keeps `memory`, `cpus` and `vpl011`, copied from the snapshot's header by whoever
+//! wrote the tree, so the checks below apply to a restore as to a boot; the hypervisor still
+//! compares them with the file.
+//!
 //! Parsing checks each domain on its own; [`check_layout`] then checks all modules against each
 //! other, RAM and what the hypervisor reserved, because overlapping modules caught here are a
 //! clear error, while caught later they are random guest crashes.
@@ -68,12 +80,20 @@ pub struct DomainConfig<'a> {
     /// Guest RAM in bytes.
     pub memory: u64,
     pub cpus: u32,
+    /// The `multiboot,kernel` module. For a restore, `kernel` is the snapshot module and
+    /// [`DomainConfig::snapshot`] is `Some` of the same module: code that only places modules
+    /// (such as [`check_layout`]) need not tell the two apart.
     pub kernel: Module<'a>,
-    /// The kernel module's `bootargs`, else the domain's own `bootargs`.
+    /// The kernel module's `bootargs`, else the domain's own `bootargs`; `None` for a restore
+    /// (the restored kernel has long read its command line).
     pub bootargs: Option<&'a str>,
+    /// `None` for a restore.
     pub ramdisk: Option<Module<'a>>,
     /// The domain asks for the virtual PL011 (`vpl011`).
     pub vpl011: bool,
+    /// The `hyp,snapshot` module: the domain resumes from this snapshot file instead of booting
+    /// a kernel.
+    pub snapshot: Option<Module<'a>>,
 }
 
 /// Most vCPUs one domain may ask for (GICv3 redistributor frames we emulate per VM).
@@ -100,10 +120,13 @@ pub enum DomainError<'a> {
     },
     /// A module node lacks a usable `reg`.
     BadModuleReg { domain: &'a str, module: &'a str },
-    /// A domain has no `multiboot,kernel` module.
+    /// A domain has neither a `multiboot,kernel` nor a `hyp,snapshot` module.
     NoKernel { domain: &'a str },
-    /// A domain has two modules of the same kind.
+    /// A domain has two modules of the same kind (`kernel`, `ramdisk` or `snapshot`).
     DuplicateModule { domain: &'a str, kind: &'static str },
+    /// A domain has a `hyp,snapshot` module and a `multiboot,{kind}` module: a restore resumes
+    /// the snapshot's kernel, so a kernel or ramdisk beside it would be silently unused.
+    SnapshotWithBootModule { domain: &'a str, kind: &'static str },
     /// Two modules overlap each other.
     ModulesOverlap { first: &'a str, second: &'a str },
     /// A module overlaps memory the hypervisor reserved (its image, the DTB, reserved-memory).
@@ -141,15 +164,23 @@ impl fmt::Display for DomainError<'_> {
             Self::NoKernel { domain } => {
                 write!(
                     f,
-                    "domain /chosen/{domain} has no module compatible with \"multiboot,kernel\""
+                    "domain /chosen/{domain} has no module compatible with \"multiboot,kernel\" \
+                     (or \"hyp,snapshot\" to restore a snapshot)"
                 )
             }
             Self::DuplicateModule { domain, kind } => {
                 write!(
                     f,
-                    "domain /chosen/{domain} has more than one \"multiboot,{kind}\" module"
+                    "domain /chosen/{domain} has more than one \"{}\" module",
+                    compatible_of(kind)
                 )
             }
+            Self::SnapshotWithBootModule { domain, kind } => write!(
+                f,
+                "domain /chosen/{domain} has both a \"hyp,snapshot\" module and a \"{}\" one; \
+                 a restore resumes the snapshot's kernel, so give one or the other",
+                compatible_of(kind)
+            ),
             Self::ModulesOverlap { first, second } => {
                 write!(f, "boot modules {first} and {second} overlap in memory")
             }
@@ -163,6 +194,15 @@ impl fmt::Display for DomainError<'_> {
                 write!(f, "boot module {module} does not lie inside RAM")
             }
         }
+    }
+}
+
+/// The `compatible` string of a module kind as [`DomainError`] names it.
+fn compatible_of(kind: &str) -> &'static str {
+    match kind {
+        "kernel" => "multiboot,kernel",
+        "ramdisk" => "multiboot,ramdisk",
+        _ => "hyp,snapshot",
     }
 }
 
@@ -243,11 +283,14 @@ fn parse_domain<'a>(node: FdtNode<'_, 'a>) -> Result<DomainConfig<'a>, DomainErr
     let mut kernel = None;
     let mut kernel_args = None;
     let mut ramdisk = None;
+    let mut snapshot = None;
     for child in node.children() {
         let kind = if has_compatible(child, "multiboot,kernel") {
             "kernel"
         } else if has_compatible(child, "multiboot,ramdisk") {
             "ramdisk"
+        } else if has_compatible(child, "hyp,snapshot") {
+            "snapshot"
         } else {
             continue;
         };
@@ -268,10 +311,10 @@ fn parse_domain<'a>(node: FdtNode<'_, 'a>) -> Result<DomainConfig<'a>, DomainErr
             region: Region { base, size },
             node: child.name,
         };
-        let slot = if kind == "kernel" {
-            &mut kernel
-        } else {
-            &mut ramdisk
+        let slot = match kind {
+            "kernel" => &mut kernel,
+            "ramdisk" => &mut ramdisk,
+            _ => &mut snapshot,
         };
         if slot.replace(module).is_some() {
             return Err(DomainError::DuplicateModule { domain, kind });
@@ -279,6 +322,23 @@ fn parse_domain<'a>(node: FdtNode<'_, 'a>) -> Result<DomainConfig<'a>, DomainErr
         if kind == "kernel" {
             kernel_args = child.property("bootargs").and_then(|p| p.as_str());
         }
+    }
+    let vpl011 = node.property("vpl011").is_some();
+    if let Some(snapshot) = snapshot {
+        let other = [("kernel", kernel.is_some()), ("ramdisk", ramdisk.is_some())];
+        if let Some(&(kind, _)) = other.iter().find(|(_, present)| *present) {
+            return Err(DomainError::SnapshotWithBootModule { domain, kind });
+        }
+        return Ok(DomainConfig {
+            name: domain,
+            memory,
+            cpus,
+            kernel: snapshot,
+            bootargs: None,
+            ramdisk: None,
+            vpl011,
+            snapshot: Some(snapshot),
+        });
     }
     let kernel = kernel.ok_or(DomainError::NoKernel { domain })?;
     let bootargs = kernel_args.or_else(|| node.property("bootargs").and_then(|p| p.as_str()));
@@ -289,11 +349,13 @@ fn parse_domain<'a>(node: FdtNode<'_, 'a>) -> Result<DomainConfig<'a>, DomainErr
         kernel,
         bootargs,
         ramdisk,
-        vpl011: node.property("vpl011").is_some(),
+        vpl011,
+        snapshot: None,
     })
 }
 
 /// Checks every module of every domain: inside `ram`, clear of `reserved` and of each other.
+/// A restore's snapshot module is its `kernel`, so it is checked like any other.
 ///
 /// # Errors
 /// The first conflict found, naming both sides.
@@ -364,7 +426,7 @@ mod tests {
             w.property_null("vpl011").unwrap();
             for (name, kind, base, size) in d.modules {
                 let m = w.begin_node(name).unwrap();
-                let compat = std::vec![std::format!("multiboot,{kind}"), "multiboot,module".into()];
+                let compat = std::vec![compatible_of(kind).into(), "multiboot,module".into()];
                 w.property_string_list("compatible", compat).unwrap();
                 w.property_array_u32("reg", &[*base, *size]).unwrap();
                 if *kind == "kernel" {
@@ -381,6 +443,9 @@ mod tests {
 
     const KERNEL: (&str, &str, u32, u32) = ("module@42000000", "kernel", 0x4200_0000, 0x180_0000);
     const RAMDISK: (&str, &str, u32, u32) = ("module@44000000", "ramdisk", 0x4400_0000, 0x40_0000);
+
+    const SNAPSHOT: (&str, &str, u32, u32) =
+        ("module@46000000", "snapshot", 0x4600_0000, 0x120_0000);
 
     fn one(modules: &[(&str, &str, u32, u32)]) -> Vec<u8> {
         tree(&[Dom {
@@ -419,6 +484,153 @@ mod tests {
             size: 0x20_0000,
         }];
         assert_eq!(check_layout(&d, &ram, &hyp), Ok(()));
+    }
+
+    #[test]
+    fn a_snapshot_module_makes_a_restore_domain() {
+        let blob = one(&[SNAPSHOT]);
+        let fdt = dtb::open(&blob).unwrap();
+        let d = parse_domains(&fdt).unwrap();
+        let snapshot = Module {
+            region: Region {
+                base: 0x4600_0000,
+                size: 0x120_0000,
+            },
+            node: "module@46000000",
+        };
+        assert_eq!(
+            d[0],
+            DomainConfig {
+                name: "domU1",
+                memory: 512 << 20,
+                cpus: 2,
+                kernel: snapshot,
+                bootargs: None,
+                ramdisk: None,
+                vpl011: true,
+                snapshot: Some(snapshot),
+            }
+        );
+        // A kernel boot has no snapshot.
+        let blob = one(&[KERNEL]);
+        assert_eq!(
+            parse_domains(&dtb::open(&blob).unwrap()).unwrap()[0].snapshot,
+            None
+        );
+    }
+
+    #[test]
+    fn a_snapshot_beside_a_kernel_a_ramdisk_or_another_snapshot_is_refused() {
+        let second = ("module@48000000", "snapshot", 0x4800_0000, 0x1000);
+        let cases: [(&[(&str, &str, u32, u32)], DomainError<'static>); 5] = [
+            (
+                &[KERNEL, SNAPSHOT],
+                DomainError::SnapshotWithBootModule {
+                    domain: "domU1",
+                    kind: "kernel",
+                },
+            ),
+            (
+                &[SNAPSHOT, KERNEL, RAMDISK],
+                DomainError::SnapshotWithBootModule {
+                    domain: "domU1",
+                    kind: "kernel",
+                },
+            ),
+            (
+                &[SNAPSHOT, RAMDISK],
+                DomainError::SnapshotWithBootModule {
+                    domain: "domU1",
+                    kind: "ramdisk",
+                },
+            ),
+            (
+                &[SNAPSHOT, second],
+                DomainError::DuplicateModule {
+                    domain: "domU1",
+                    kind: "snapshot",
+                },
+            ),
+            (&[], DomainError::NoKernel { domain: "domU1" }),
+        ];
+        for (modules, want) in cases {
+            let blob = one(modules);
+            let got = parse_domains(&dtb::open(&blob).unwrap());
+            assert_eq!(got, Err(want), "{modules:?}");
+        }
+        let msg = |e: DomainError<'_>| std::format!("{e}");
+        assert!(
+            msg(DomainError::DuplicateModule {
+                domain: "d",
+                kind: "snapshot"
+            })
+            .contains("more than one \"hyp,snapshot\" module")
+        );
+        assert!(
+            msg(DomainError::SnapshotWithBootModule {
+                domain: "d",
+                kind: "ramdisk"
+            })
+            .contains("\"hyp,snapshot\" module and a \"multiboot,ramdisk\" one")
+        );
+        assert!(msg(DomainError::NoKernel { domain: "d" }).contains("hyp,snapshot"));
+    }
+
+    #[test]
+    fn the_snapshot_module_is_laid_out_like_a_kernel() {
+        let ram = [Region {
+            base: 0x4000_0000,
+            size: 1 << 30,
+        }];
+        let blob = one(&[SNAPSHOT]);
+        let fdt = dtb::open(&blob).unwrap();
+        let d = parse_domains(&fdt).unwrap();
+        assert_eq!(check_layout(&d, &ram, &[]), Ok(()));
+        let hyp = Region {
+            base: 0x4700_0000,
+            size: 0x1000,
+        };
+        assert_eq!(
+            check_layout(&d, &ram, &[hyp]),
+            Err(DomainError::ModuleOverlapsReserved {
+                module: "module@46000000",
+                reserved: hyp
+            })
+        );
+        let small_ram = [Region {
+            base: 0x4000_0000,
+            size: 0x600_0000,
+        }];
+        assert_eq!(
+            check_layout(&d, &small_ram, &[]),
+            Err(DomainError::ModuleOutsideRam {
+                module: "module@46000000"
+            })
+        );
+        // Another domain's kernel on top of the snapshot.
+        let blob = tree(&[
+            Dom {
+                name: "a",
+                memory: Some(&[0, 4]),
+                cpus: Some(1),
+                modules: &[SNAPSHOT],
+            },
+            Dom {
+                name: "b",
+                memory: Some(&[0, 4]),
+                cpus: Some(1),
+                modules: &[("module@47000000", "kernel", 0x4700_0000, 0x10_0000)],
+            },
+        ]);
+        let fdt = dtb::open(&blob).unwrap();
+        let d = parse_domains(&fdt).unwrap();
+        assert_eq!(
+            check_layout(&d, &ram, &[]),
+            Err(DomainError::ModulesOverlap {
+                first: "module@46000000",
+                second: "module@47000000"
+            })
+        );
     }
 
     #[test]
