@@ -444,8 +444,10 @@ mod tests {
     const KERNEL: (&str, &str, u32, u32) = ("module@42000000", "kernel", 0x4200_0000, 0x180_0000);
     const RAMDISK: (&str, &str, u32, u32) = ("module@44000000", "ramdisk", 0x4400_0000, 0x40_0000);
 
-    const SNAPSHOT: (&str, &str, u32, u32) =
-        ("module@46000000", "snapshot", 0x4600_0000, 0x120_0000);
+    /// A module node: name, kind (`kernel`, `ramdisk`, `snapshot`), base, size.
+    type ModuleSpec<'a> = (&'a str, &'a str, u32, u32);
+
+    const SNAPSHOT: ModuleSpec<'_> = ("module@46000000", "snapshot", 0x4600_0000, 0x120_0000);
 
     fn one(modules: &[(&str, &str, u32, u32)]) -> Vec<u8> {
         tree(&[Dom {
@@ -522,7 +524,7 @@ mod tests {
     #[test]
     fn a_snapshot_beside_a_kernel_a_ramdisk_or_another_snapshot_is_refused() {
         let second = ("module@48000000", "snapshot", 0x4800_0000, 0x1000);
-        let cases: [(&[(&str, &str, u32, u32)], DomainError<'static>); 5] = [
+        let cases: [(&[ModuleSpec<'_>], DomainError<'static>); 5] = [
             (
                 &[KERNEL, SNAPSHOT],
                 DomainError::SnapshotWithBootModule {
