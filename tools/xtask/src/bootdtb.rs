@@ -5,7 +5,8 @@
 //!
 //! The domain nodes follow Xen's dom0less binding as `guest-loader/src/domain.rs` parses it:
 //! `memory` in KiB as two cells, `cpus`, `vpl011`, and `module@ADDR` children compatible with
-//! `multiboot,kernel` / `multiboot,ramdisk`. The domain uses two address and two size cells so
+//! `multiboot,kernel` / `multiboot,ramdisk`, or for a restore one `module@ADDR` compatible
+//! with `hyp,snapshot` holding the snapshot file instead. The domain uses two address and two size cells so
 //! modules may sit above 4 GiB on big machines.
 
 use std::fmt;
@@ -27,6 +28,8 @@ const MIB: u64 = 1 << 20;
 pub enum ModuleKind {
     Kernel,
     Ramdisk,
+    /// A snapshot file the domain resumes from instead of booting a kernel.
+    Snapshot,
 }
 
 impl ModuleKind {
@@ -34,6 +37,7 @@ impl ModuleKind {
         match self {
             Self::Kernel => "multiboot,kernel",
             Self::Ramdisk => "multiboot,ramdisk",
+            Self::Snapshot => "hyp,snapshot",
         }
     }
 }
@@ -55,7 +59,7 @@ pub struct Domain {
     /// Guest RAM in bytes.
     pub mem: u64,
     pub bootargs: String,
-    /// The kernel first, then the ramdisk if any.
+    /// The kernel first, then the ramdisk if any; for a restore, the snapshot alone.
     pub modules: Vec<ModuleFile>,
 }
 

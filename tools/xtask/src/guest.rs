@@ -211,24 +211,12 @@ impl Guest {
         if let Some(mem) = given {
             return Ok(mem);
         }
-        let needed = bootdtb::required_mem(&[self.domain()?]);
-        let step = 256 << 20;
-        Ok(Size::from_mib((needed.div_ceil(step).max(4) * step) >> 20))
+        Ok(machine_mem(&self.domain()?))
     }
 
-    /// Adds this guest to `machine` (which boots the hypervisor): dumps QEMU's device tree for
-    /// the machine into `dtb` with the domain node and the machine's `hyp_args` added, and
-    /// loads the images where the node says they are.
+    /// Adds this guest to `machine` (which boots the hypervisor), as [`add_domain`] does.
     pub fn add_to(&self, qemu_bin: &Path, machine: &mut Machine, dtb: &Path) -> Result<()> {
-        let placed = bootdtb::place(&[self.domain()?], machine.mem.bytes())?;
-        let base = dump_dtb(qemu_bin, machine, dtb)?;
-        let blob = bootdtb::with_domains(&base, &machine.hyp_args, &placed)?;
-        std::fs::write(dtb, blob).with_context(|| format!("cannot write {}", dtb.display()))?;
-        machine.dtb = Some(dtb.to_path_buf());
-        for m in &placed[0].modules {
-            machine.loaders.push((m.file.path.clone(), m.addr));
-        }
-        Ok(())
+        add_domain(&self.domain()?, qemu_bin, machine, dtb)
     }
 
     /// A machine running this guest directly at EL1 (no EL2, so QEMU implements PSCI itself),
@@ -244,6 +232,34 @@ impl Guest {
             .push(("virtualization".into(), "off".into()));
         machine
     }
+}
+
+/// The machine RAM that holds `domain` under the hypervisor: the default 1 GiB grown in
+/// 256 MiB steps until everything fits.
+pub fn machine_mem(domain: &Domain) -> Size {
+    let needed = bootdtb::required_mem(std::slice::from_ref(domain));
+    let step = 256 << 20;
+    Size::from_mib((needed.div_ceil(step).max(4) * step) >> 20)
+}
+
+/// Adds `domain` to `machine` (which boots the hypervisor): dumps QEMU's device tree for the
+/// machine into `dtb` with the domain node and the machine's `hyp_args` added, and loads the
+/// module files where the node says they are.
+pub fn add_domain(
+    domain: &Domain,
+    qemu_bin: &Path,
+    machine: &mut Machine,
+    dtb: &Path,
+) -> Result<()> {
+    let placed = bootdtb::place(std::slice::from_ref(domain), machine.mem.bytes())?;
+    let base = dump_dtb(qemu_bin, machine, dtb)?;
+    let blob = bootdtb::with_domains(&base, &machine.hyp_args, &placed)?;
+    std::fs::write(dtb, blob).with_context(|| format!("cannot write {}", dtb.display()))?;
+    machine.dtb = Some(dtb.to_path_buf());
+    for m in &placed[0].modules {
+        machine.loaders.push((m.file.path.clone(), m.addr));
+    }
+    Ok(())
 }
 
 /// QEMU's device tree for `machine` (same -M options, CPUs and RAM), dumped through `out`.

@@ -17,6 +17,7 @@ mod process;
 mod qemu;
 mod runner;
 mod size;
+mod snapshot;
 mod spec;
 mod workspace;
 
@@ -35,7 +36,8 @@ enum Xtask {
     ///
     /// The guest is Debian's arm64 kernel with a busybox initramfs (fetched with apt-get on
     /// first use), 2 vCPUs and 512 MiB, described to the hypervisor in the boot DTB the
-    /// dom0less way; its shell's `poweroff` ends the run. Exits with the hypervisor's status:
+    /// dom0less way; its shell's `poweroff` ends the run. `--restore FILE` resumes the guest a
+    /// snapshot file saved instead. Exits with the hypervisor's status:
     /// 0 after a clean shutdown, non-zero after a panic or an unexpected EL2 exception, 124 on
     /// --timeout. Quit QEMU by hand with Ctrl-A X.
     /// QEMU is `$QEMU` if set, else qemu-system-aarch64 (installed with apt-get when missing
@@ -62,6 +64,12 @@ enum Xtask {
     /// banner, and the bare-metal `bench` guest. Ends with a markdown table (or --json);
     /// `--list` shows them all.
     Bench(bench::BenchArgs),
+    /// Describe a snapshot file: header (name, vCPUs, RAM, counter, kind, ids, live), vCPUs,
+    /// sections and pages.
+    ///
+    /// The file is validated with the hypervisor's own parser first; an invalid one prints the
+    /// parser's error and exits with status 1.
+    SnapshotInfo(snapshot::InfoArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +79,7 @@ fn main() -> ExitCode {
         Xtask::Test(args) => runner::run(&args),
         Xtask::Check => check::run(),
         Xtask::Bench(args) => bench::run(&args),
+        Xtask::SnapshotInfo(args) => snapshot::info(&args),
     };
     exit::report(result)
 }

@@ -7,6 +7,7 @@ use crate::exit::Exit;
 use crate::guest::{self, Guest};
 use crate::process::{self, Outcome};
 use crate::size::{self, Size};
+use crate::snapshot::Restore;
 use crate::workspace::{Workspace, which};
 use anyhow::{Context, Result, bail};
 use std::ffi::OsString;
@@ -66,6 +67,19 @@ pub struct QemuArgs {
     /// Boot the hypervisor alone, with no guest.
     #[arg(long, conflicts_with_all = ["kernel", "initrd", "append", "native"])]
     pub no_guest: bool,
+    /// Resume the guest saved in the snapshot FILE (written by the monitor's `snapshot` or
+    /// `hyp.snapshot=`) instead of booting one: FILE is validated first (a corrupt, truncated,
+    /// other-version or diff file is refused before QEMU starts), its header gives the
+    /// guest's name, vCPUs and RAM, and it is loaded as the domain's `hyp,snapshot` module.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = [
+            "kernel", "initrd", "initramfs", "append", "guest_cpus", "guest_mem", "no_guest",
+            "native",
+        ]
+    )]
+    pub restore: Option<PathBuf>,
     /// Run the guest directly under QEMU at EL1, without the hypervisor (for comparison).
     #[arg(long)]
     pub native: bool,
@@ -387,14 +401,24 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     if args.smp == Some(0) {
         bail!("--smp must be at least 1");
     }
-    let guest = if args.no_guest {
+    // Before anything is built: a bad file is the user's to fix, and the error says how.
+    let restore = args
+        .restore
+        .as_deref()
+        .map(Restore::from_file)
+        .transpose()?;
+    let guest = if args.no_guest || restore.is_some() {
         None
     } else {
         Some(guest_from_args(&ws, args)?)
     };
+    let guest_cpus = guest
+        .as_ref()
+        .map(|g| g.cpus)
+        .or(restore.as_ref().map(|r| r.cpus));
     let smp = args
         .smp
-        .unwrap_or_else(|| guest.as_ref().map_or(2, |g| g.cpus.max(2)));
+        .unwrap_or_else(|| guest_cpus.map_or(2, |cpus| cpus.max(2)));
     let mut machine = Machine {
         smp,
         mem: args.mem.unwrap_or(Size::from_mib(1024)),
@@ -411,10 +435,14 @@ pub fn run(args: &QemuArgs) -> Result<()> {
             let hyp = build::build_hyp(&ws, &Variant::new(args.features.clone()), args.release)?;
             machine.kernel = hyp.bin.clone();
             elf = Some(hyp.elf);
+            let dtb = ws.target_dir.join("guest-images/boot.dtb");
             if let Some(g) = &guest {
                 machine.mem = g.machine_mem(args.mem)?;
-                let dtb = ws.target_dir.join("guest-images/boot.dtb");
                 g.add_to(&qemu, &mut machine, &dtb)?;
+            } else if let Some(r) = &restore {
+                let domain = r.domain();
+                machine.mem = args.mem.unwrap_or_else(|| guest::machine_mem(&domain));
+                guest::add_domain(&domain, &qemu, &mut machine, &dtb)?;
             }
         }
     }
@@ -431,7 +459,7 @@ pub fn run(args: &QemuArgs) -> Result<()> {
             eprintln!("    (gdb-multiarch is not installed: apt-get install -y gdb-multiarch)");
         }
     }
-    if guest.is_some() {
+    if guest.is_some() || restore.is_some() {
         eprintln!("(the guest's `poweroff` ends the run; quit QEMU by hand with Ctrl-A X)");
     } else {
         eprintln!("(quit QEMU with Ctrl-A X)");
