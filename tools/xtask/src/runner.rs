@@ -2,6 +2,13 @@
 //! (see [`crate::spec`] for the file format). Each hypervisor variant and each guest (Linux
 //! images per initramfs recipe, bare-metal test guests) is built once up front; the boots then
 //! run in parallel, bounded by the cores, each with its own timeout, log and boot DTB.
+//!
+//! A test with `snapshot-file` gets a scratch directory, `<target>/qemu-logs/<name>/`, emptied
+//! of that file before it boots, and `{snapshot}` in its `hyp-args` names the file there. With
+//! `then-restore`, a first run that passes is followed by a second QEMU that restores the file
+//! (validated on the host first, as `cargo xtask qemu --restore` does) and is judged by the
+//! `restore-*` keys; its log and boot DTB are `restore.log` and `restore.dtb` in the scratch
+//! directory.
 
 use crate::build::{self, HypImage, Variant};
 use crate::exit::Exit;
@@ -9,6 +16,7 @@ use crate::guest::{self, Guest, Images};
 use crate::host_tests::{self, Tally};
 use crate::process::{self, Outcome};
 use crate::qemu::{self, Machine};
+use crate::snapshot::Restore;
 use crate::spec::{self, GuestKind, Spec};
 use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
@@ -228,9 +236,22 @@ fn run_one(
 ) -> TestResult {
     let start = Instant::now();
     let log = logs.join(format!("{}.log", spec.name));
-    let failure = machine(qemu, spec, image, guest, &log)
+    let scratch = logs.join(&spec.name);
+    let snapshot = spec.snapshot_file.as_ref().map(|f| scratch.join(f));
+    let first = prepare_snapshot(snapshot.as_deref())
+        .and_then(|()| machine(qemu, spec, image, guest, &log, snapshot.as_deref()))
         .and_then(|m| boot(qemu, spec, &m, &log))
         .unwrap_or_else(|e| Some(format!("{e:#}")));
+    let (failure, log) = match (first, spec.restore_spec(), image, snapshot) {
+        (None, Some(second), Some(image), Some(snapshot)) => {
+            let log = scratch.join("restore.log");
+            let failure = restore(qemu, spec, &second, image, &snapshot, &log)
+                .unwrap_or_else(|e| Some(format!("{e:#}")))
+                .map(|why| format!("restoring {}: {why}", snapshot.display()));
+            (failure, log)
+        }
+        (first, ..) => (first, log),
+    };
     TestResult {
         name: spec.name.clone(),
         failure,
@@ -239,21 +260,90 @@ fn run_one(
     }
 }
 
+/// Makes the snapshot file's directory and removes a file left by an earlier run, so the
+/// restore can only find what this run wrote.
+fn prepare_snapshot(snapshot: Option<&Path>) -> Result<()> {
+    let Some(snapshot) = snapshot else {
+        return Ok(());
+    };
+    if let Some(dir) = snapshot.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    match std::fs::remove_file(snapshot) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", snapshot.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The path as `hyp-args` may carry it: the hypervisor's bootargs split at spaces and its
+/// options at commas, and it takes at most 255 bytes.
+fn snapshot_arg(snapshot: &Path) -> Result<String> {
+    let path = snapshot
+        .to_str()
+        .with_context(|| format!("{} is not UTF-8", snapshot.display()))?;
+    if path.contains([' ', ',']) || path.len() > hyp::monitor::path::PATH_MAX {
+        bail!(
+            "the snapshot path {path} cannot be a hypervisor bootarg (no spaces or commas, at most \
+             {} bytes); use a shorter target directory",
+            hyp::monitor::path::PATH_MAX
+        );
+    }
+    Ok(path.to_string())
+}
+
+/// The second run of a `then-restore` test: the snapshot file the first run wrote, validated
+/// here, restored by a fresh QEMU on the same machine (grown if the file needs room), judged
+/// by `second`.
+fn restore(
+    qemu: &Path,
+    spec: &Spec,
+    second: &Spec,
+    image: &HypImage,
+    snapshot: &Path,
+    log: &Path,
+) -> Result<Option<String>> {
+    let domain = Restore::from_file(snapshot)
+        .context("the first run passed but its snapshot cannot be restored")?
+        .domain();
+    let needed = guest::machine_mem(&domain);
+    let mut machine = Machine {
+        smp: spec.smp,
+        mem: if needed.bytes() > spec.mem.bytes() {
+            needed
+        } else {
+            spec.mem
+        },
+        machine_options: spec.machine_options.clone(),
+        extra: spec.qemu_args.clone(),
+        ..Machine::new(image.bin.clone())
+    };
+    guest::add_domain(&domain, qemu, &mut machine, &log.with_extension("dtb"))?;
+    boot(qemu, second, &machine, log)
+}
+
 /// The machine `spec` describes: the hypervisor `image` with the guest's boot DTB (written
-/// beside `log`) and modules, or the guest alone when it runs natively.
+/// beside `log`) and modules, or the guest alone when it runs natively. `snapshot` is the
+/// path `{snapshot}` in `hyp-args` stands for.
 fn machine(
     qemu: &Path,
     spec: &Spec,
     image: Option<&HypImage>,
     images: Option<&Images>,
     log: &Path,
+    snapshot: Option<&Path>,
 ) -> Result<Machine> {
+    let hyp_args = match snapshot {
+        Some(s) => spec.hyp_args_with(&snapshot_arg(s)?),
+        None => spec.hyp_args.clone(),
+    };
     let mut machine = Machine {
         smp: spec.smp,
         mem: spec.mem,
         machine_options: spec.machine_options.clone(),
         extra: spec.qemu_args.clone(),
-        hyp_args: spec.hyp_args.clone(),
+        hyp_args,
         ..Machine::new(image.map(|i| i.bin.clone()).unwrap_or_default())
     };
     let (Some(g), Some(images)) = (&spec.guest, images) else {
@@ -380,6 +470,12 @@ mod tests {
         let specs = load_specs(&tests).unwrap();
         let with_args: Vec<&Spec> = specs.iter().filter(|s| !s.hyp_args.is_empty()).collect();
         assert!(
+            with_args
+                .iter()
+                .any(|s| s.name == "linux/snapshot" && s.restore.is_some()),
+            "the snapshot test lost its hyp-args or its restore"
+        );
+        assert!(
             with_args.iter().any(|s| s.name == "linux/migrate-storm")
                 && with_args.iter().any(|s| s.name == "linux/dirty-harvest"),
             "the migration and dirty-log tests lost their hyp-args"
@@ -388,9 +484,21 @@ mod tests {
             assert!(specs.iter().any(|s| s.name == name), "{name} missing");
         }
         for spec in with_args {
-            let (_, errors) = hyp::monitor::bootargs::schedule_from_bootargs(&spec.hyp_args);
+            let path = "/work/target/qemu-logs/linux/snapshot/run.snap";
+            let hyp_args = spec.hyp_args_with(path);
+            let (schedule, errors) = hyp::monitor::bootargs::schedule_from_bootargs(&hyp_args);
             let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
             assert!(errors.is_empty(), "{}: {errors:?}", spec.name);
+            if spec.snapshot_file.is_some() {
+                // `{snapshot}` must end up as the path of a snapshot the hypervisor takes.
+                assert!(
+                    schedule
+                        .timed()
+                        .any(|t| t.to_string().contains(&format!("snapshot {path}"))),
+                    "{}: no hyp.snapshot= of {{snapshot}}",
+                    spec.name
+                );
+            }
             assert!(
                 hyp::log::level_from_bootargs(&spec.hyp_args).is_ok(),
                 "{}: bad hyp.log=",

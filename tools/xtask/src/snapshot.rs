@@ -243,7 +243,9 @@ fn sections(bytes: &[u8]) -> Vec<(SectionKind, u64)> {
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use hyp::snapshot::{DeviceKind, Header, SnapshotWriter, VcpuState, VmConfig, VmName};
+    use hyp::snapshot::{
+        DeviceKind, Header, SnapshotWriter, VCPU_LEN, VcpuState, VmConfig, VmName,
+    };
 
     /// A valid full (or diff) snapshot of a VM `name` with `vcpus`, `mib` MiB of RAM at
     /// 0x4000_0000 and three pages saved in two runs.
@@ -369,7 +371,7 @@ pub mod tests {
             "counter    93750000 at 62500000 Hz (1.500 s of guest time)".into(),
             "vcpu 0     on, pc 0xffff800010000000".into(),
             "vcpu 1     off, pc 0xffff800010000001".into(),
-            "section    VCPU: 2 (2160 payload bytes)".into(),
+            format!("section    VCPU: 2 ({} payload bytes)", 2 * VCPU_LEN),
             "section    VGIC: 0 (0 payload bytes)".into(),
             "section    UART: 1 (3 payload bytes)".into(),
             format!("section    PAGES: 2 ({} payload bytes)", 3 * 4096 + 2 * 16),

@@ -26,6 +26,14 @@
 //! send = poweroff                    # typed on the console (with a newline) once every
 //!                                    # `expect` above it has appeared
 //! send-raw = \x1d                    # the same without the newline (here Ctrl-])
+//! snapshot-file = run.snap           # a file in the test's scratch dir; `{snapshot}` in
+//!                                    # hyp-args is its path
+//! then-restore = true                # after a passing run, restore the snapshot file in a
+//!                                    # second QEMU, checked by the restore-* keys:
+//! restore-expect = workload: PASS    # must appear, each after the previous (repeatable)
+//! restore-forbid = bad words 1       # must not appear (repeatable)
+//! restore-exit = 0                   # as `exit` (default 0)
+//! restore-timeout = 120              # as `timeout` (default: `timeout`)
 //! ```
 //! Values run to the end of the line (a `#` starts a comment only at the start of a line);
 //! wrap a value in double quotes to keep leading or trailing spaces. `send` and `send-raw`
@@ -59,7 +67,16 @@ const KEYS: &[&str] = &[
     "hyp-args",
     "send",
     "send-raw",
+    "snapshot-file",
+    "then-restore",
+    "restore-expect",
+    "restore-forbid",
+    "restore-exit",
+    "restore-timeout",
 ];
+
+/// What `hyp-args` may say for the path of `snapshot-file`.
+pub const SNAPSHOT_PLACEHOLDER: &str = "{snapshot}";
 
 /// What a test's guest boots.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -88,6 +105,16 @@ pub enum ExpectedExit {
     NonZero,
 }
 
+/// The second run of a `then-restore` test: a fresh QEMU resuming the snapshot file the first
+/// run wrote, and what its output and status must be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestorePhase {
+    pub expect: Vec<String>,
+    pub forbid: Vec<String>,
+    pub exit: ExpectedExit,
+    pub timeout: Duration,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spec {
     /// The file's path below `tests/` without `.test`, e.g. `boot/smp4`.
@@ -110,8 +137,42 @@ pub struct Spec {
     pub timeout: Duration,
     /// Without a guest the hypervisor boots alone.
     pub guest: Option<GuestSpec>,
-    /// The hypervisor's bootargs (`/chosen/bootargs` of its boot DTB); empty for none.
+    /// The hypervisor's bootargs (`/chosen/bootargs` of its boot DTB); empty for none. May
+    /// hold [`SNAPSHOT_PLACEHOLDER`]: see [`Spec::hyp_args_with`].
     pub hyp_args: String,
+    /// `snapshot-file`: a plain file name, created in the test's scratch directory.
+    pub snapshot_file: Option<String>,
+    /// `then-restore = true`: what the run restoring `snapshot_file` must show.
+    pub restore: Option<RestorePhase>,
+}
+
+impl Spec {
+    /// `hyp_args` with [`SNAPSHOT_PLACEHOLDER`] replaced by `snapshot`, the path of the
+    /// snapshot file.
+    pub fn hyp_args_with(&self, snapshot: &str) -> String {
+        self.hyp_args.replace(SNAPSHOT_PLACEHOLDER, snapshot)
+    }
+
+    /// The restore run as a spec of its own, for [`judge`]: its checks, no guest to boot and
+    /// nothing to type.
+    pub fn restore_spec(&self) -> Option<Spec> {
+        let phase = self.restore.as_ref()?;
+        Some(Spec {
+            name: format!("{} (restore)", self.name),
+            expect: phase.expect.clone(),
+            expect_anywhere: Vec::new(),
+            expect_number: Vec::new(),
+            send: Vec::new(),
+            forbid: phase.forbid.clone(),
+            exit: phase.exit,
+            timeout: phase.timeout,
+            guest: None,
+            hyp_args: String::new(),
+            snapshot_file: None,
+            restore: None,
+            ..self.clone()
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +210,18 @@ pub enum SpecErrorKind {
     BadEscape(String),
     /// An `expect-number` value that is not `TEXT >= N`.
     BadExpectNumber(String),
+    /// A `snapshot-file` that is not a plain file name.
+    BadSnapshotFile(String),
+    /// `hyp-args` has a `{...}` other than [`SNAPSHOT_PLACEHOLDER`].
+    UnknownPlaceholder(String),
+    /// `{snapshot}` in `hyp-args`, or `then-restore`, without `snapshot-file`.
+    NeedsSnapshotFile(&'static str),
+    /// A `restore-*` key without `then-restore = true`.
+    NeedsThenRestore(&'static str),
+    /// `then-restore` in a test without a guest under the hypervisor.
+    RestoreNeedsGuest,
+    /// `then-restore` without a `restore-expect`.
+    RestoreChecksNothing,
 }
 
 impl fmt::Display for SpecError {
@@ -203,6 +276,32 @@ impl fmt::Display for SpecError {
             SpecErrorKind::BadExpectNumber(v) => write!(
                 f,
                 "`expect-number` must be `TEXT >= N` (N a whole number), not `{v}`"
+            ),
+            SpecErrorKind::BadSnapshotFile(v) => write!(
+                f,
+                "`snapshot-file` must be a plain file name (letters, digits, `.`, `-` and `_`, \
+                 not starting with `.`), not `{v}`"
+            ),
+            SpecErrorKind::UnknownPlaceholder(v) => write!(
+                f,
+                "`hyp-args` may only hold the placeholder {SNAPSHOT_PLACEHOLDER}, not `{v}`"
+            ),
+            SpecErrorKind::NeedsSnapshotFile(k) => write!(
+                f,
+                "{k} needs `snapshot-file = NAME`: the file in the test's scratch directory \
+                 that {SNAPSHOT_PLACEHOLDER} names"
+            ),
+            SpecErrorKind::NeedsThenRestore(k) => {
+                write!(f, "`{k}` checks a restore run; add `then-restore = true`")
+            }
+            SpecErrorKind::RestoreNeedsGuest => write!(
+                f,
+                "`then-restore` restores the guest of the first run; it needs a `guest` run \
+                 under the hypervisor (not `native = true`)"
+            ),
+            SpecErrorKind::RestoreChecksNothing => write!(
+                f,
+                "`then-restore = true` needs at least one `restore-expect`"
             ),
             SpecErrorKind::BadEscape(e) => write!(
                 f,
@@ -277,7 +376,19 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
         timeout: Duration::from_secs(60),
         guest: None,
         hyp_args: String::new(),
+        snapshot_file: None,
+        restore: None,
     };
+    let mut then_restore = false;
+    let mut restore = RestorePhase {
+        expect: Vec::new(),
+        forbid: Vec::new(),
+        exit: ExpectedExit::Code(0),
+        timeout: Duration::ZERO,
+    };
+    let mut restore_timeout = None;
+    let mut restore_keys: Vec<(usize, &'static str)> = Vec::new();
+    let mut then_restore_line = 0;
     let mut guest_name: Option<String> = None;
     let mut initramfs: Option<String> = None;
     let mut guest_cpus: Option<u32> = None;
@@ -311,6 +422,8 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
                 | "forbid"
                 | "send"
                 | "send-raw"
+                | "restore-expect"
+                | "restore-forbid"
         );
         if !repeatable && seen.contains(&key) {
             return Err(err(line, SpecErrorKind::Repeated(key)));
@@ -386,16 +499,26 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
                 spec.expect_number.push(parsed);
             }
             "forbid" => spec.forbid.push(value.to_string()),
-            "exit" => {
-                spec.exit = match value {
-                    "nonzero" => ExpectedExit::NonZero,
-                    v => ExpectedExit::Code(
-                        v.parse()
-                            .map_err(|_| err(line, SpecErrorKind::BadExit(v.to_string())))?,
-                    ),
-                }
-            }
+            "exit" => spec.exit = parse_exit(line, value)?,
             "timeout" => spec.timeout = Duration::from_secs(number(value)?),
+            "snapshot-file" => {
+                let plain = !value.starts_with('.')
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+                if !plain {
+                    return Err(err(line, SpecErrorKind::BadSnapshotFile(value.to_string())));
+                }
+                spec.snapshot_file = Some(value.to_string());
+            }
+            "then-restore" => {
+                then_restore = parse_bool(line, key, value)?;
+                then_restore_line = line;
+            }
+            "restore-expect" => restore.expect.push(value.to_string()),
+            "restore-forbid" => restore.forbid.push(value.to_string()),
+            "restore-exit" => restore.exit = parse_exit(line, value)?,
+            "restore-timeout" => restore_timeout = Some(Duration::from_secs(number(value)?)),
             "guest" => {
                 let valid = value
                     .chars()
@@ -422,22 +545,11 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
                     Some(size::parse(value).map_err(|e| err(line, SpecErrorKind::BadSize(e)))?)
             }
             "append" => append = Some(value.to_string()),
-            "native" => {
-                native = match value {
-                    "true" => true,
-                    "false" => false,
-                    v => {
-                        return Err(err(
-                            line,
-                            SpecErrorKind::BadBool {
-                                key,
-                                value: v.to_string(),
-                            },
-                        ));
-                    }
-                }
-            }
+            "native" => native = parse_bool(line, key, value)?,
             _ => unreachable!("every key in KEYS is handled"),
+        }
+        if key.starts_with("restore-") {
+            restore_keys.push((line, key));
         }
         if matches!(
             key,
@@ -486,8 +598,66 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
     if spec.expect.is_empty() && spec.expect_anywhere.is_empty() && spec.expect_number.is_empty() {
         return Err(err(0, SpecErrorKind::NothingChecked));
     }
+    let placeholders = spec.hyp_args.replace(SNAPSHOT_PLACEHOLDER, "");
+    if let Some(at) = placeholders.find(['{', '}']) {
+        let word = placeholders[at..].split_whitespace().next().unwrap_or("");
+        return Err(err(
+            hyp_args_line,
+            SpecErrorKind::UnknownPlaceholder(word.to_string()),
+        ));
+    }
+    if spec.snapshot_file.is_none() {
+        if spec.hyp_args.contains(SNAPSHOT_PLACEHOLDER) {
+            return Err(err(
+                hyp_args_line,
+                SpecErrorKind::NeedsSnapshotFile("{snapshot} in `hyp-args`"),
+            ));
+        }
+        if then_restore {
+            return Err(err(
+                then_restore_line,
+                SpecErrorKind::NeedsSnapshotFile("`then-restore`"),
+            ));
+        }
+    }
+    if then_restore {
+        if spec.guest.as_ref().is_none_or(|g| g.native) {
+            return Err(err(then_restore_line, SpecErrorKind::RestoreNeedsGuest));
+        }
+        if restore.expect.is_empty() {
+            return Err(err(then_restore_line, SpecErrorKind::RestoreChecksNothing));
+        }
+        restore.timeout = restore_timeout.unwrap_or(spec.timeout);
+        spec.restore = Some(restore);
+    } else if let Some(&(line, key)) = restore_keys.first() {
+        return Err(err(line, SpecErrorKind::NeedsThenRestore(key)));
+    }
     spec.variant = Variant::new(features);
     Ok(spec)
+}
+
+fn parse_exit(line: usize, value: &str) -> Result<ExpectedExit, SpecError> {
+    match value {
+        "nonzero" => Ok(ExpectedExit::NonZero),
+        v => v
+            .parse()
+            .map(ExpectedExit::Code)
+            .map_err(|_| err(line, SpecErrorKind::BadExit(v.to_string()))),
+    }
+}
+
+fn parse_bool(line: usize, key: &'static str, value: &str) -> Result<bool, SpecError> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        v => Err(err(
+            line,
+            SpecErrorKind::BadBool {
+                key,
+                value: v.to_string(),
+            },
+        )),
+    }
 }
 
 /// How many of `spec.expect` appear in `output`, each after the previous one.
@@ -849,6 +1019,129 @@ timeout = 30
             kind("guest = linux\nguest-mem = 12\nexpect = x").kind,
             SpecErrorKind::BadSize(_)
         ));
+    }
+
+    const RESTORE: &str = "guest = linux
+snapshot-file = run.snap
+hyp-args = hyp.log=info hyp.snapshot={snapshot}@15000
+expect = domU1: snapshot
+timeout = 100
+then-restore = true
+restore-expect = workload: total bad words 0
+restore-expect = workload: PASS
+restore-forbid = panic
+restore-exit = nonzero
+";
+
+    #[test]
+    fn then_restore_describes_a_second_run_from_the_snapshot_file() {
+        let spec = parse("linux/snap", RESTORE).unwrap();
+        assert_eq!(spec.snapshot_file.as_deref(), Some("run.snap"));
+        assert_eq!(
+            spec.hyp_args_with("/t/logs/linux/snap/run.snap"),
+            "hyp.log=info hyp.snapshot=/t/logs/linux/snap/run.snap@15000"
+        );
+        assert_eq!(
+            spec.restore,
+            Some(RestorePhase {
+                expect: vec![
+                    "workload: total bad words 0".into(),
+                    "workload: PASS".into()
+                ],
+                forbid: vec!["panic".into()],
+                exit: ExpectedExit::NonZero,
+                timeout: Duration::from_secs(100),
+            })
+        );
+        let second = spec.restore_spec().unwrap();
+        assert_eq!(second.name, "linux/snap (restore)");
+        assert_eq!(second.expect, spec.restore.as_ref().unwrap().expect);
+        assert_eq!((second.guest.as_ref(), second.send.len()), (None, 0));
+        let out = "workload: total bad words 0\nworkload: PASS\n";
+        assert_eq!(judge(&second, out, Outcome::Exited(1)), None);
+        assert_eq!(
+            judge(&second, out, Outcome::Exited(0)).unwrap(),
+            "exit status 0, expected a failure status"
+        );
+        assert_eq!(
+            judge(&second, "workload: PASS\n", Outcome::Exited(1)).unwrap(),
+            "\"workload: total bad words 0\" not found"
+        );
+        // The first run's checks are its own.
+        assert_eq!(judge(&spec, "domU1: snapshot x", Outcome::Exited(0)), None);
+        let timed = parse("t", &format!("{RESTORE}restore-timeout = 300\n")).unwrap();
+        assert_eq!(timed.restore.unwrap().timeout, Duration::from_secs(300));
+        // A snapshot file without a restore: the first run alone.
+        let alone = parse(
+            "t",
+            "guest = linux\nsnapshot-file = a.snap\nhyp-args = hyp.snapshot={snapshot}@5\nexpect = x",
+        )
+        .unwrap();
+        assert_eq!((alone.restore_spec(), alone.restore), (None, None));
+    }
+
+    #[test]
+    fn restore_keys_need_their_context() {
+        let kind = |text: &str| parse("t", text).unwrap_err();
+        assert_eq!(
+            kind("guest = linux\nhyp-args = hyp.snapshot={snapshot}@5\nexpect = x"),
+            err(
+                2,
+                SpecErrorKind::NeedsSnapshotFile("{snapshot} in `hyp-args`")
+            )
+        );
+        assert_eq!(
+            kind("guest = linux\nthen-restore = true\nrestore-expect = y\nexpect = x"),
+            err(2, SpecErrorKind::NeedsSnapshotFile("`then-restore`"))
+        );
+        assert_eq!(
+            kind("guest = linux\nexpect = x\nrestore-expect = y"),
+            err(3, SpecErrorKind::NeedsThenRestore("restore-expect"))
+        );
+        assert_eq!(
+            kind("guest = linux\nexpect = x\nthen-restore = false\nrestore-exit = 0"),
+            err(4, SpecErrorKind::NeedsThenRestore("restore-exit"))
+        );
+        assert_eq!(
+            kind("snapshot-file = a\nthen-restore = true\nrestore-expect = y\nexpect = x"),
+            err(2, SpecErrorKind::RestoreNeedsGuest)
+        );
+        assert_eq!(
+            kind(
+                "guest = linux\nnative = true\nsnapshot-file = a\nthen-restore = true\nrestore-expect = y\nexpect = x"
+            ),
+            err(4, SpecErrorKind::RestoreNeedsGuest)
+        );
+        assert_eq!(
+            kind("guest = linux\nsnapshot-file = a\nthen-restore = true\nexpect = x"),
+            err(3, SpecErrorKind::RestoreChecksNothing)
+        );
+        assert_eq!(
+            kind("guest = linux\nsnapshot-file = a\nhyp-args = hyp.snapshot={snap}@5\nexpect = x"),
+            err(3, SpecErrorKind::UnknownPlaceholder("{snap}@5".into()))
+        );
+        assert_eq!(
+            kind("guest = linux\nthen-restore = yes\nexpect = x"),
+            err(
+                2,
+                SpecErrorKind::BadBool {
+                    key: "then-restore",
+                    value: "yes".into()
+                }
+            )
+        );
+        for bad in ["../x", "a/b", ".hidden", "a b", "a,b", "a@1"] {
+            assert_eq!(
+                kind(&format!("snapshot-file = \"{bad}\"\nexpect = x")),
+                err(1, SpecErrorKind::BadSnapshotFile(bad.into())),
+                "{bad}"
+            );
+        }
+        assert!(
+            kind("guest = linux\nexpect = x\nrestore-forbid = y")
+                .to_string()
+                .contains("add `then-restore = true`")
+        );
     }
 
     fn smp4() -> Spec {
