@@ -443,6 +443,40 @@ mod tests {
     }
 
     #[test]
+    fn a_restore_domain_has_one_snapshot_module_and_no_bootargs() {
+        let d = Domain {
+            name: "domU1".into(),
+            cpus: 2,
+            mem: 512 * MIB,
+            bootargs: String::new(),
+            modules: vec![ModuleFile {
+                kind: ModuleKind::Snapshot,
+                path: "run.snap".into(),
+                size: 130 * MIB + 5,
+            }],
+        };
+        let placed = place(std::slice::from_ref(&d), 1024 * MIB).unwrap();
+        let at = placed[0].modules[0].addr;
+        assert_eq!(at, RAM_BASE + 1024 * MIB - 132 * MIB);
+        let blob = with_domains(&base_tree(true), "hyp.log=info", &placed).unwrap();
+        let fdt = fdt::Fdt::new(&blob).unwrap();
+        let dom = fdt.find_node("/chosen/domU1").unwrap();
+        assert_eq!(dom.property("cpus").unwrap().as_usize(), Some(2));
+        let modules: Vec<_> = dom.children().collect();
+        assert_eq!(modules.len(), 1);
+        assert_eq!(modules[0].name, format!("module@{at:x}"));
+        assert_eq!(
+            modules[0].property("compatible").unwrap().value,
+            b"hyp,snapshot\0multiboot,module\0"
+        );
+        assert!(modules[0].property("bootargs").is_none());
+        assert_eq!(
+            dom.property("memory").unwrap().value,
+            (512u64 * 1024).to_be_bytes()
+        );
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(matches!(
             with_domains(b"not a device tree at all", "", &[]),
