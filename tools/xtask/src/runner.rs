@@ -244,10 +244,18 @@ fn run_one(
         .unwrap_or_else(|e| Some(format!("{e:#}")));
     let (failure, log) = match (first, spec.restore_spec(), image, snapshot) {
         (None, Some(second), Some(image), Some(snapshot)) => {
-            let log = scratch.join("restore.log");
-            let failure = restore(qemu, spec, &second, image, &snapshot, &log)
+            let restore_log = scratch.join("restore.log");
+            // A log left by an earlier run would pass for this one's.
+            let _ = std::fs::remove_file(&restore_log);
+            let failure = restore(qemu, spec, &second, image, &snapshot, &restore_log)
                 .unwrap_or_else(|e| Some(format!("{e:#}")))
                 .map(|why| format!("restoring {}: {why}", snapshot.display()));
+            // Refused before booting: the first run's log says more than none.
+            let log = if restore_log.exists() {
+                restore_log
+            } else {
+                log
+            };
             (failure, log)
         }
         (first, ..) => (first, log),
