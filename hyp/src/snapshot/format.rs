@@ -10,7 +10,7 @@ pub const MAGIC: [u8; 8] = *b"HYPSNAP\0";
 /// Trailer magic, the last record's first eight bytes.
 pub const TRAILER_MAGIC: [u8; 8] = *b"HYPSEND\0";
 /// The format version this code writes and the only one it reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Bytes in the version-1 header, its CRC included.
 pub const HEADER_LEN: usize = 120;
 /// Bytes in a section header.
@@ -189,9 +189,9 @@ pub(crate) enum RawHeader {
     BadMagic([u8; 8]),
     /// Another format version: its header layout is unknown.
     Version(u32),
-    /// Version 1 but another header length.
+    /// This version but another header length.
     Length(u32),
-    /// Version 1 and the CRC over the first 116 bytes does not match.
+    /// This version and the CRC over the first 116 bytes does not match.
     Crc {
         stored: u32,
         computed: u32,
@@ -367,7 +367,7 @@ impl DeviceKind {
     }
 }
 
-/// A section header: type, flags (0 in version 1), payload length, and the CRC-32 of the
+/// A section header: type, flags (0 in this version), payload length, and the CRC-32 of the
 /// first 16 header bytes followed by the payload; then 4 reserved zero bytes.
 pub(crate) fn section_header(kind: SectionKind, len: u64, crc: u32) -> [u8; SECTION_HEADER_LEN] {
     let mut b = [0u8; SECTION_HEADER_LEN];
@@ -447,9 +447,19 @@ el1_regs!(
     sp_el1,
     elr_el1,
     spsr_el1,
+    apiakeylo_el1,
+    apiakeyhi_el1,
+    apibkeylo_el1,
+    apibkeyhi_el1,
+    apdakeylo_el1,
+    apdakeyhi_el1,
+    apdbkeylo_el1,
+    apdbkeyhi_el1,
+    apgakeylo_el1,
+    apgakeyhi_el1,
 );
 
-const _: () = assert!(El1Regs::COUNT == 25);
+const _: () = assert!(El1Regs::COUNT == 35);
 
 /// The GIC virtual CPU interface registers of a vCPU (the 64-bit values MRS reads).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -478,7 +488,7 @@ pub struct VcpuState {
 
 /// Bytes in a VCPU section's payload.
 pub const VCPU_LEN: usize = 8 + 8 * (31 + 3) + 8 * El1Regs::COUNT + 16 * 32 + 8 * 2 + 8 * 9;
-const _: () = assert!(VCPU_LEN == 1080);
+const _: () = assert!(VCPU_LEN == 1160);
 
 /// PSTATE.M values a vCPU may be resumed in: EL0t, EL1t, EL1h (AArch64, M[4] = 0).
 pub(crate) fn pstate_mode_ok(pstate: u64) -> bool {

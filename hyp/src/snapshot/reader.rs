@@ -152,7 +152,7 @@ impl fmt::Display for SnapshotError {
             ),
             Self::HeaderLength { found, expected } => write!(
                 f,
-                "the header claims {found} bytes, version 1 headers are {expected}"
+                "the header claims {found} bytes, this version's headers are {expected}"
             ),
             Self::HeaderCrc { stored, computed } => write!(
                 f,

@@ -184,7 +184,7 @@ fn header_layout_is_as_documented() {
     let b = write(&spec).0;
     let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
     let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
-    assert_eq!(u32_at(8), 1, "version");
+    assert_eq!(u32_at(8), 2, "version");
     assert_eq!(u32_at(12), 120, "header length");
     assert_eq!(u32_at(16), 1, "full");
     assert_eq!(u64_at(24), 7, "id");
@@ -431,24 +431,25 @@ fn sink_failure_poisons_the_writer() {
 #[test]
 fn other_version_is_refused_naming_both() {
     let mut f = small_file();
-    f[8..12].copy_from_slice(&2u32.to_le_bytes());
+    f[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
     let e = Snapshot::parse(&f).unwrap_err();
     assert_eq!(
         e,
         SnapshotError::Version {
-            found: 2,
-            supported: 1
+            found: VERSION + 1,
+            supported: VERSION
         }
     );
     let msg = e.to_string();
     assert!(
-        msg.contains("version 2") && msg.contains("version 1"),
+        msg.contains(&alloc::format!("version {}", VERSION + 1))
+            && msg.contains(&alloc::format!("version {VERSION}")),
         "{msg}"
     );
     // Even a bare 12-byte prefix of a future file is refused by version, not as truncated.
     assert!(matches!(
         Snapshot::parse(&f[..12]),
-        Err(SnapshotError::Version { found: 2, .. })
+        Err(SnapshotError::Version { found, .. }) if found == VERSION + 1
     ));
 }
 

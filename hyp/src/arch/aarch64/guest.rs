@@ -24,6 +24,7 @@
 
 mod control;
 mod monitor;
+mod restore;
 mod snapshot;
 
 use super::guest_irq::{self, Drained};
@@ -113,7 +114,8 @@ pub struct Guest {
     input: Mutex<monitor::GuestInput>,
     /// A PSCI SYSTEM_RESET is under way: every vCPU leaves the guest.
     resetting: AtomicBool,
-    boot: BootImages,
+    /// What the VM boots from again on a reset; `None` for a VM restored from a snapshot.
+    boot: Option<BootImages>,
     has_uart: bool,
     /// "Logged once" flags: unhandled abort, unknown exit, SError.
     logged: [AtomicBool; 3],
@@ -212,7 +214,11 @@ pub fn create_all(
             );
             continue;
         }
-        match create(d, id, next_pcpu, config) {
+        let created = match d.snapshot.as_ref() {
+            Some(m) => restore::create(d, m, id, next_pcpu, config),
+            None => create(d, id, next_pcpu, config),
+        };
+        match created {
             Ok(g) => {
                 next_pcpu += d.cpus as usize;
                 guests.push(&*Box::leak(Box::new(g)));
@@ -250,6 +256,8 @@ enum CreateError {
     Dtb(guest_dtb::GuestDtbError),
     Memory(crate::mm::vm::MmuError),
     Ownership(crate::mm::ownership::OwnershipError),
+    /// The snapshot to restore is unusable or does not match the domain node.
+    Snapshot(alloc::string::String),
 }
 
 impl core::fmt::Display for CreateError {
@@ -260,6 +268,7 @@ impl core::fmt::Display for CreateError {
             Self::Dtb(e) => write!(f, "guest device tree: {e:?}"),
             Self::Memory(e) => write!(f, "{e}"),
             Self::Ownership(e) => write!(f, "populating guest memory: {e}"),
+            Self::Snapshot(e) => write!(f, "snapshot: {e}"),
         }
     }
 }
@@ -285,18 +294,7 @@ fn create(
         uart: d.vpl011,
     })
     .map_err(CreateError::Dtb)?;
-    let vm_id = VmId::new(id as u16).expect("at most MAX_VMS VMs");
-    let mem = crate::mm::vm::Vm::new(
-        vm_id,
-        &[(Ipa::new(ram.0), ram.1)],
-        config,
-        Vmid::new(id as u16),
-        HwPhysMem,
-        HwTlb,
-        &mut frames().lock(),
-        &mut HwFrameData,
-    )
-    .map_err(CreateError::Memory)?;
+    let mem = new_memory(id, ram, config)?;
     let boot = BootImages {
         kernel,
         initrd,
@@ -304,19 +302,22 @@ fn create(
         place,
     };
     load_images(&mem, ram, &boot)?;
-    stage2::register_vttbr(mem.vttbr());
-    let power = VmPower::new((0..d.cpus).map(guest_dtb::vcpu_mpidr), ram.0, ram.1);
-    power.request_start(0, boot.start());
-    let hw = GuestConfig {
-        hcr: vcpu::guest_hcr(config.attr_encoding().fwb),
-        vtcr: config.vtcr(),
-        vttbr: mem.vttbr(),
-        vmpidr: 0,
-        cntvoff: counter(),
-    };
     let vgic = new_vgic(d.cpus as usize)
         .map_err(|_| CreateError::Dtb(guest_dtb::GuestDtbError::TooManyCpus { cpus: d.cpus }))?;
-    log::info!("{}: virtual counter offset {}", d.name, hw.cntvoff);
+    let uart = d.vpl011.then(|| Pl011::new(guest_console(id, d.name)));
+    let g = assemble(
+        d,
+        first_pcpu,
+        config,
+        mem,
+        counter(),
+        vgic,
+        uart,
+        Some(boot),
+    );
+    g.power
+        .request_start(0, g.boot.as_ref().expect("just loaded").start());
+    log::info!("{}: virtual counter offset {}", d.name, g.hw.cntvoff);
     log::info!(
         "domain {} = VM {id} (VMID {id}): {} MiB at IPA {:#x}, {} vCPU(s) on pCPU {}..{}, kernel at {:#x}, DTB at {:#x}{}, console {}",
         d.name,
@@ -334,19 +335,66 @@ fn create(
             )),
         if d.vpl011 { "vpl011" } else { "none" }
     );
-    Ok(Guest {
+    Ok(g)
+}
+
+/// A VM's stage-2 memory: its RAM region, with VMID `id`.
+fn new_memory(
+    id: usize,
+    ram: (u64, u64),
+    config: Stage2Config,
+) -> Result<crate::mm::vm::Vm<HwPhysMem, HwTlb>, CreateError> {
+    let vm_id = VmId::new(id as u16).expect("at most MAX_VMS VMs");
+    crate::mm::vm::Vm::new(
+        vm_id,
+        &[(Ipa::new(ram.0), ram.1)],
+        config,
+        Vmid::new(id as u16),
+        HwPhysMem,
+        HwTlb,
+        &mut frames().lock(),
+        &mut HwFrameData,
+    )
+    .map_err(CreateError::Memory)
+}
+
+/// The virtual UART's output of VM `id` named `name`.
+fn guest_console(id: usize, name: &str) -> GuestConsole {
+    GuestConsole {
+        id,
+        prefix: Box::leak(alloc::format!("{name}| ").into_boxed_str()),
+        line: LineBuffer::new(),
+    }
+}
+
+/// The VM around memory and devices made for domain `d` (no vCPU asked to start yet).
+#[allow(clippy::too_many_arguments)]
+fn assemble(
+    d: &DomainConfig<'static>,
+    first_pcpu: usize,
+    config: Stage2Config,
+    mem: crate::mm::vm::Vm<HwPhysMem, HwTlb>,
+    cntvoff: u64,
+    vgic: Vgic,
+    uart: Option<Pl011<GuestConsole>>,
+    boot: Option<BootImages>,
+) -> Guest {
+    stage2::register_vttbr(mem.vttbr());
+    let ram = (virt::RAM_BASE, d.memory);
+    let hw = GuestConfig {
+        hcr: vcpu::guest_hcr(config.attr_encoding().fwb),
+        vtcr: config.vtcr(),
+        vttbr: mem.vttbr(),
+        vmpidr: 0,
+        cntvoff,
+    };
+    Guest {
         name: d.name,
         mem,
-        power,
+        power: VmPower::new((0..d.cpus).map(guest_dtb::vcpu_mpidr), ram.0, ram.1),
         stats: exit::ExitStats::new(),
         devices: Mutex::new(Devices {
-            uart: d.vpl011.then(|| {
-                Pl011::new(GuestConsole {
-                    id,
-                    prefix: Box::leak(alloc::format!("{}| ", d.name).into_boxed_str()),
-                    line: LineBuffer::new(),
-                })
-            }),
+            uart,
             uart_line: false,
             vgic,
         }),
@@ -361,7 +409,7 @@ fn create(
         boot,
         has_uart: d.vpl011,
         logged: [const { AtomicBool::new(false) }; 3],
-    })
+    }
 }
 
 /// A VM's vGIC at reset: every vCPU's virtual timer linked to the physical one.
@@ -524,6 +572,14 @@ fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
         saved: true,
         ..LrTrack::default()
     };
+    // A vCPU of a restored VM continues from its saved state instead.
+    if let Some(s) = control::take_restore(g, v) {
+        regs = s.regs;
+        // SAFETY: as for the reset state above: an EL1 context of this VM's vCPU.
+        unsafe { s.el1.load() };
+        s.fp.load();
+        gic_state = s.gic;
+    }
     log::debug!("{}: vCPU {v} starts at {:#x}", g.name, req.entry);
     let next = loop {
         if !g.running.load(Ordering::Acquire) || g.resetting.load(Ordering::Acquire) {
@@ -598,7 +654,16 @@ fn reset_vm(g: &'static Guest, v: usize) {
         dev.uart_line = false;
         dev.uart = dev.uart.take().map(|u| Pl011::new(u.into_output()));
     }
-    if let Err(e) = load_images(&g.mem, g.ram, &g.boot) {
+    let Some(boot) = g.boot.as_ref() else {
+        log::error!(
+            "{}: reset: a VM restored from a snapshot has no kernel image to boot again; powering it off",
+            g.name
+        );
+        g.resetting.store(false, Ordering::Release);
+        vm_stopped(g);
+        return;
+    };
+    if let Err(e) = load_images(&g.mem, g.ram, boot) {
         log::error!(
             "{}: reset: reloading the images: {e}; powering the VM off",
             g.name
@@ -613,7 +678,7 @@ fn reset_vm(g: &'static Guest, v: usize) {
         g.name
     );
     g.resetting.store(false, Ordering::Release);
-    g.power.request_start(0, g.boot.start());
+    g.power.request_start(0, boot.start());
     sev();
 }
 

@@ -267,6 +267,36 @@ pub struct El1State {
     pub sp_el1: u64,
     pub elr_el1: u64,
     pub spsr_el1: u64,
+    /// Pointer-authentication keys APIAKeyLo/Hi, APIBKeyLo/Hi, APDAKeyLo/Hi, APDBKeyLo/Hi,
+    /// APGAKeyLo/Hi (zero without PAuth). A guest kernel signs its return addresses with them:
+    /// a vCPU continued elsewhere (a restore) needs them back. By encoding, because an
+    /// assembler for the base architecture does not know their names.
+    pub pauth: [u64; 10],
+}
+
+/// Whether this CPU has pointer authentication (its key registers exist).
+fn has_pauth() -> bool {
+    let isar1 = read_sysreg!("id_aa64isar1_el1");
+    let isar2 = read_sysreg!("s3_0_c0_c6_2");
+    // ISAR1: APA [7:4], API [11:8], GPA [27:24], GPI [31:28]; ISAR2: GPA3 [11:8], APA3 [15:12].
+    isar1 & 0xff00_0ff0 != 0 || isar2 & 0xff00 != 0
+}
+
+macro_rules! pauth_keys {
+    ($m:ident) => {
+        [
+            $m!("s3_0_c2_c1_0"),
+            $m!("s3_0_c2_c1_1"),
+            $m!("s3_0_c2_c1_2"),
+            $m!("s3_0_c2_c1_3"),
+            $m!("s3_0_c2_c2_0"),
+            $m!("s3_0_c2_c2_1"),
+            $m!("s3_0_c2_c2_2"),
+            $m!("s3_0_c2_c2_3"),
+            $m!("s3_0_c2_c3_0"),
+            $m!("s3_0_c2_c3_1"),
+        ]
+    };
 }
 
 impl El1State {
@@ -311,6 +341,19 @@ impl El1State {
             write_sysreg!("sp_el1", self.sp_el1);
             write_sysreg!("elr_el1", self.elr_el1);
             write_sysreg!("spsr_el1", self.spsr_el1);
+            if has_pauth() {
+                let k = &self.pauth;
+                write_sysreg!("s3_0_c2_c1_0", k[0]);
+                write_sysreg!("s3_0_c2_c1_1", k[1]);
+                write_sysreg!("s3_0_c2_c1_2", k[2]);
+                write_sysreg!("s3_0_c2_c1_3", k[3]);
+                write_sysreg!("s3_0_c2_c2_0", k[4]);
+                write_sysreg!("s3_0_c2_c2_1", k[5]);
+                write_sysreg!("s3_0_c2_c2_2", k[6]);
+                write_sysreg!("s3_0_c2_c2_3", k[7]);
+                write_sysreg!("s3_0_c2_c3_0", k[8]);
+                write_sysreg!("s3_0_c2_c3_1", k[9]);
+            }
         }
         isb();
     }
@@ -343,6 +386,11 @@ impl El1State {
             sp_el1: read_sysreg!("sp_el1"),
             elr_el1: read_sysreg!("elr_el1"),
             spsr_el1: read_sysreg!("spsr_el1"),
+            pauth: if has_pauth() {
+                pauth_keys!(read_sysreg)
+            } else {
+                [0; 10]
+            },
         }
     }
 }

@@ -39,6 +39,8 @@ pub(super) struct Control {
     pause: AtomicBool,
     parked: Vec<AtomicBool>,
     saved: Vec<Mutex<Option<VcpuSaved>>>,
+    /// State a vCPU of a restored VM starts from (taken at its first start).
+    restore: Vec<Mutex<Option<VcpuSaved>>>,
 }
 
 impl Control {
@@ -47,6 +49,7 @@ impl Control {
             pause: AtomicBool::new(false),
             parked: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
             saved: (0..vcpus).map(|_| Mutex::new(None)).collect(),
+            restore: (0..vcpus).map(|_| Mutex::new(None)).collect(),
         }
     }
 
@@ -165,6 +168,18 @@ pub(super) fn resume(g: &Guest) {
     for v in 0..g.power.vcpus() {
         guest_irq::kick(g.first_pcpu + v);
     }
+}
+
+/// Makes vCPU `v` of `g` start from `state` (a restore).
+pub(super) fn set_restore(g: &Guest, v: usize, state: VcpuSaved) {
+    if let Some(slot) = g.control.restore.get(v) {
+        *slot.lock() = Some(state);
+    }
+}
+
+/// The state vCPU `v` of a restored VM starts from, once.
+pub(super) fn take_restore(g: &Guest, v: usize) -> Option<VcpuSaved> {
+    g.control.restore.get(v)?.lock().take()
 }
 
 /// A parked vCPU's saved state (for a snapshot).

@@ -128,9 +128,16 @@ pub(super) fn init(guests: &[&'static Guest], bootargs: &str) {
     SCHEDULED.store(any, Ordering::Release);
 }
 
+/// Prints the monitor's echo; a trailing newline closes its line (so the next output line
+/// does not add a blank one).
 fn echo(bytes: &[u8]) {
-    if !bytes.is_empty() {
-        console::print_guest(MONITOR_TAG, "", bytes, false);
+    let trimmed = bytes
+        .strip_suffix(b"\r\n")
+        .or_else(|| bytes.strip_suffix(b"\n"));
+    match trimmed {
+        Some(line) => console::print_guest(MONITOR_TAG, "", line, true),
+        None if !bytes.is_empty() => console::print_guest(MONITOR_TAG, "", bytes, false),
+        None => {}
     }
 }
 

@@ -1,0 +1,176 @@
+//! Creating a VM from a snapshot (a boot module `hyp,snapshot`): the file is validated whole
+//! (`snapshot::Snapshot::parse`) and checked against the domain node, its pages are copied
+//! into frames donated to the VM, the vGIC and virtual UART get their saved state, and each
+//! vCPU that was on starts from its saved registers. The guest's virtual counter continues
+//! from the value saved (CNTVOFF is chosen so), so guest time does not jump.
+
+use super::control::{self, VcpuSaved};
+use super::{CreateError, Guest, assemble, guest_console, module_bytes, new_memory, populate};
+use crate::arch::aarch64::fpsimd::FpState;
+use crate::arch::aarch64::guest_irq;
+use crate::arch::aarch64::ich::VgicCpuState;
+use crate::arch::aarch64::sysreg::{counter, counter_frequency};
+use crate::arch::aarch64::vcpu::{El1State, GuestRegs};
+use crate::mm::addr::PAGE_SIZE;
+use crate::mm::stage2::config::Stage2Config;
+use crate::snapshot::{DeviceKind, Kind, PowerState, Snapshot, VcpuState};
+use crate::vdev::pl011::Pl011;
+use crate::vdev::vgic::{Intid, Vgic};
+use crate::vm::power::StartRequest;
+use alloc::format;
+use alloc::string::String;
+use guest_loader::domain::{DomainConfig, Module};
+use guest_loader::guest_dtb::virt;
+
+fn saved(s: &VcpuState) -> VcpuSaved {
+    let e = &s.el1;
+    let mut regs = GuestRegs::default();
+    regs.x = s.x;
+    regs.sp_el0 = s.sp_el0;
+    regs.pc = s.pc;
+    regs.pstate = s.pstate;
+    VcpuSaved {
+        regs,
+        el1: El1State {
+            sctlr: e.sctlr_el1,
+            ttbr0: e.ttbr0_el1,
+            ttbr1: e.ttbr1_el1,
+            tcr: e.tcr_el1,
+            mair: e.mair_el1,
+            amair: e.amair_el1,
+            vbar: e.vbar_el1,
+            contextidr: e.contextidr_el1,
+            tpidr_el0: e.tpidr_el0,
+            tpidr_el1: e.tpidr_el1,
+            tpidrro_el0: e.tpidrro_el0,
+            esr: e.esr_el1,
+            far: e.far_el1,
+            afsr0: e.afsr0_el1,
+            afsr1: e.afsr1_el1,
+            par: e.par_el1,
+            cpacr: e.cpacr_el1,
+            cntkctl: e.cntkctl_el1,
+            cntv_ctl: e.cntv_ctl_el0,
+            cntv_cval: e.cntv_cval_el0,
+            mdscr: e.mdscr_el1,
+            csselr: e.csselr_el1,
+            sp_el1: e.sp_el1,
+            elr_el1: e.elr_el1,
+            spsr_el1: e.spsr_el1,
+            pauth: [
+                e.apiakeylo_el1,
+                e.apiakeyhi_el1,
+                e.apibkeylo_el1,
+                e.apibkeyhi_el1,
+                e.apdakeylo_el1,
+                e.apdakeyhi_el1,
+                e.apdbkeylo_el1,
+                e.apdbkeyhi_el1,
+                e.apgakeylo_el1,
+                e.apgakeyhi_el1,
+            ],
+        },
+        fp: FpState {
+            q: s.q,
+            fpcr: s.fpcr,
+            fpsr: s.fpsr,
+        },
+        gic: VgicCpuState {
+            vmcr: s.gic.ich_vmcr,
+            ap0r: s.gic.ich_ap0r,
+            ap1r: s.gic.ich_ap1r,
+            ..VgicCpuState::default()
+        },
+    }
+}
+
+/// The VM of domain `d`, restored from the snapshot module `m`.
+pub(super) fn create(
+    d: &DomainConfig<'static>,
+    m: &Module<'static>,
+    id: usize,
+    first_pcpu: usize,
+    config: Stage2Config,
+) -> Result<Guest, CreateError> {
+    let bad = |why: String| CreateError::Snapshot(why);
+    let snap = Snapshot::parse(module_bytes(m)).map_err(|e| bad(format!("{e}")))?;
+    let h = snap.header();
+    if let Kind::Diff { .. } = h.kind {
+        return Err(bad(
+            "a diff snapshot restores only on top of its base (restore a chain is not supported yet)"
+                .into(),
+        ));
+    }
+    let c = &h.config;
+    if c.vcpus != d.cpus || c.ram_size != d.memory || c.ram_base != virt::RAM_BASE {
+        return Err(bad(format!(
+            "the snapshot is of a VM with {} vCPUs and {} MiB at {:#x}; the domain node asks for {} vCPUs and {} MiB at {:#x}",
+            c.vcpus,
+            c.ram_size >> 20,
+            c.ram_base,
+            d.cpus,
+            d.memory >> 20,
+            virt::RAM_BASE
+        )));
+    }
+    if c.counter_freq != counter_frequency() {
+        log::warn!(
+            "{}: the snapshot was taken with a {} Hz counter, this machine's runs at {} Hz: guest time will run at a different rate",
+            d.name,
+            c.counter_freq,
+            counter_frequency()
+        );
+    }
+    let ram = (virt::RAM_BASE, d.memory);
+    let mem = new_memory(id, ram, config)?;
+    for run in snap.runs() {
+        populate(&mem, ram, run.first_gfn * PAGE_SIZE, run.data)?;
+    }
+    // SAFETY: invalidating the instruction caches only drops cached instructions; the guest
+    // must fetch the code just copied.
+    unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
+    let mut vgic = match snap.device(DeviceKind::Vgic) {
+        Some(b) => Vgic::load_state(d.cpus as usize, b).map_err(|e| bad(format!("vGIC: {e:?}")))?,
+        None => return Err(bad("the snapshot has no vGIC state".into())),
+    };
+    // The timer's physical INTID is this machine's, not the one the snapshot was taken on.
+    for v in 0..d.cpus as usize {
+        vgic.link_hw(v, Intid::VTIMER, guest_irq::vtimer_intid())
+            .map_err(|e| bad(format!("vGIC: {e:?}")))?;
+    }
+    let uart = match (d.vpl011, snap.device(DeviceKind::Uart)) {
+        (true, Some(b)) => Some(
+            Pl011::load_state(guest_console(id, d.name), b)
+                .map_err(|e| bad(format!("UART: {e:?}")))?,
+        ),
+        (true, None) => Some(Pl011::new(guest_console(id, d.name))),
+        (false, _) => None,
+    };
+    let cntvoff = counter().wrapping_sub(h.counter);
+    let g = assemble(d, first_pcpu, config, mem, cntvoff, vgic, uart, None);
+    let mut on = 0;
+    for s in snap.vcpus() {
+        if s.power == PowerState::On {
+            let v = s.index as usize;
+            control::set_restore(&g, v, saved(s));
+            g.power.request_start(
+                v,
+                StartRequest {
+                    entry: s.pc,
+                    context: s.x[0],
+                },
+            );
+            on += 1;
+        }
+    }
+    log::info!(
+        "domain {} = VM {id} (VMID {id}): restored from a snapshot: {} pages, {on} of {} vCPU(s) on, guest counter {}, on pCPU {}..{}",
+        d.name,
+        snap.page_count(),
+        d.cpus,
+        h.counter,
+        first_pcpu,
+        first_pcpu + d.cpus as usize - 1,
+    );
+    Ok(g)
+}
