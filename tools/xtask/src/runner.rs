@@ -523,6 +523,30 @@ mod tests {
     }
 
     #[test]
+    fn the_snapshot_file_starts_absent_and_its_path_must_fit_a_bootarg() {
+        let dir = std::env::temp_dir().join(format!("xtask-scratch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let file = dir.join("linux/snap/run.snap");
+        prepare_snapshot(Some(&file)).unwrap();
+        assert!(file.parent().unwrap().is_dir() && !file.exists());
+        std::fs::write(&file, b"stale").unwrap();
+        prepare_snapshot(Some(&file)).unwrap();
+        assert!(!file.exists(), "a stale snapshot would be restored");
+        prepare_snapshot(None).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert_eq!(
+            snapshot_arg(Path::new("/t/qemu-logs/a/run.snap")).unwrap(),
+            "/t/qemu-logs/a/run.snap"
+        );
+        let long = format!("/{}/run.snap", "d".repeat(250));
+        for bad in ["/my target/run.snap", "/a,b/run.snap", long.as_str()] {
+            let e = snapshot_arg(Path::new(bad)).unwrap_err().to_string();
+            assert!(e.contains("cannot be a hypervisor bootarg"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn test_files_are_found_recursively_and_named_by_their_path() {
         let dir = std::env::temp_dir().join(format!("xtask-specs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
