@@ -241,15 +241,15 @@ fn sections(bytes: &[u8]) -> Vec<(SectionKind, u64)> {
 }
 
 #[cfg(test)]
-pub mod tests {
+mod tests {
     use super::*;
     use hyp::snapshot::{
-        DeviceKind, Header, SnapshotWriter, VCPU_LEN, VcpuState, VmConfig, VmName,
+        DeviceKind, Header, SnapshotWriter, VCPU_LEN, VERSION, VcpuState, VmConfig, VmName,
     };
 
     /// A valid full (or diff) snapshot of a VM `name` with `vcpus`, `mib` MiB of RAM at
     /// 0x4000_0000 and three pages saved in two runs.
-    pub fn file_bytes(name: &str, vcpus: u32, mib: u64, kind: Kind) -> Vec<u8> {
+    fn file_bytes(name: &str, vcpus: u32, mib: u64, kind: Kind) -> Vec<u8> {
         let header = Header {
             id: 0x51,
             kind,
@@ -328,7 +328,7 @@ pub mod tests {
         let mut flipped = good.clone();
         flipped[HEADER_LEN + 40] ^= 1;
         let mut version = good.clone();
-        version[8] = 2;
+        version[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
         let cases: [(&str, Vec<u8>, &str); 5] = [
             ("flipped.snap", flipped, "CRC"),
             ("short.snap", good[..good.len() - 100].to_vec(), ""),
