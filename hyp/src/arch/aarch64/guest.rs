@@ -865,7 +865,7 @@ fn wait_for_interrupt(g: &'static Guest, v: usize) {
         deliver(g, v, guest_irq::drain());
         monitor::service(g, v);
         if !g.running.load(Ordering::Acquire)
-            || g.control.pause_requested()
+            || g.control.must_park(v)
             || g.devices.lock().vgic.vcpu_has_pending(v).unwrap_or(true)
         {
             return;

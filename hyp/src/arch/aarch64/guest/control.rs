@@ -41,6 +41,9 @@ pub(super) struct Control {
     saved: Vec<Mutex<Option<VcpuSaved>>>,
     /// State a vCPU of a restored VM starts from (taken at its first start).
     restore: Vec<Mutex<Option<VcpuSaved>>>,
+    /// This vCPU alone parks (the executor's own, for a live snapshot's pre-copy while the
+    /// other vCPUs run).
+    hold: Vec<AtomicBool>,
 }
 
 impl Control {
@@ -50,6 +53,7 @@ impl Control {
             parked: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
             saved: (0..vcpus).map(|_| Mutex::new(None)).collect(),
             restore: (0..vcpus).map(|_| Mutex::new(None)).collect(),
+            hold: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
@@ -60,6 +64,18 @@ impl Control {
     /// Sets the pause flag only (the caller's own vCPU parks at its next loop top).
     pub(super) fn request_pause(&self) {
         self.pause.store(true, Ordering::Release);
+    }
+
+    /// Parks vCPU `v` alone at its next loop top; `resume` lets it go.
+    pub(super) fn request_hold(&self, v: usize) {
+        if let Some(h) = self.hold.get(v) {
+            h.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether vCPU `v` must park (the VM is paused, or `v` is held).
+    pub(super) fn must_park(&self, v: usize) -> bool {
+        self.pause_requested() || self.hold.get(v).is_some_and(|h| h.load(Ordering::Acquire))
     }
 }
 
@@ -101,7 +117,7 @@ pub(super) fn park_if_paused(
     lrs: &mut LrTrack,
 ) {
     let c = &g.control;
-    if !c.pause_requested() {
+    if !c.must_park(v) {
         return;
     }
     ich::save(gic);
@@ -112,10 +128,10 @@ pub(super) fn park_if_paused(
         gic: *gic,
     });
     c.parked[v].store(true, Ordering::Release);
-    while c.pause_requested() && g.running.load(Ordering::Acquire) {
+    while c.must_park(v) && g.running.load(Ordering::Acquire) {
         deliver(g, v, guest_irq::drain());
         super::monitor::service(g, v);
-        if !c.pause_requested() {
+        if !c.must_park(v) {
             break;
         }
         wfi();
@@ -165,6 +181,9 @@ pub(super) fn pause(g: &Guest, me: Option<usize>) -> Result<(), PauseError> {
 /// Lets every vCPU of `g` continue.
 pub(super) fn resume(g: &Guest) {
     g.control.pause.store(false, Ordering::Release);
+    for h in &g.control.hold {
+        h.store(false, Ordering::Release);
+    }
     for v in 0..g.power.vcpus() {
         guest_irq::kick(g.first_pcpu + v);
     }

@@ -514,7 +514,13 @@ fn run(command: &Command, g: &'static Guest, v: usize) -> bool {
             };
             let me = core::ptr::eq(t, g).then_some(v);
             if me.is_some() && !control::is_parked(g, v) {
-                g.control.request_pause();
+                // This pCPU's vCPU must be parked (its state saved) before the snapshot: the
+                // whole VM for a coherent one, only itself for a live one's pre-copy.
+                if req.live {
+                    g.control.request_hold(v);
+                } else {
+                    g.control.request_pause();
+                }
                 return false;
             }
             super::snapshot::take(t, me, req);
