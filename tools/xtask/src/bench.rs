@@ -4,6 +4,8 @@
 //! run natively (the guest at EL1, no hypervisor) and under the hypervisor with the same vCPUs
 //! and RAM, so the ratio is the hypervisor's overhead in instructions, the same on every host.
 
+mod dirty;
+
 use crate::build::{self, Variant};
 use crate::exit::Exit;
 use crate::guest::{self, Guest};
@@ -51,6 +53,9 @@ enum Kind {
     LinuxBoot,
     /// The bare-metal guest `bench` of tests/guests, printing `bench: <name> = <value> <unit>`.
     GuestMicro,
+    /// The bare-metal guest `dirtybench` under the hypervisor with dirty logging, harvests
+    /// and a migration storm (see `bench/dirty.rs`).
+    Dirty,
 }
 
 struct Bench {
@@ -78,6 +83,11 @@ const BENCHES: &[Bench] = &[
         name: "guest",
         about: "bare-metal guest `bench` (HVC round trip, timer latency, ...): native vs under the hypervisor (QEMU -icount)",
         kind: Kind::GuestMicro,
+    },
+    Bench {
+        name: "dirty",
+        about: "dirty-log write faults (4 KiB, 2 MiB split), cost per harvested and per migrated page (bare-metal guest `dirtybench`, QEMU -icount)",
+        kind: Kind::Dirty,
     },
 ];
 
@@ -107,10 +117,21 @@ impl Row {
     }
 }
 
+/// One figure measured under the hypervisor only, with how it was derived.
+#[derive(Clone, Debug, PartialEq)]
+struct Figure {
+    name: String,
+    value: Option<f64>,
+    unit: String,
+    method: String,
+}
+
 /// What the guest benchmarks measured.
 #[derive(Default)]
 struct Report {
     rows: Vec<Row>,
+    /// Figures without a native counterpart (dirty logging, migration, snapshots).
+    figures: Vec<Figure>,
     /// Exits per reason under the hypervisor, per benchmark: `(bench, reason, count)`.
     exits: Vec<(String, String, u64)>,
 }
@@ -167,6 +188,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             }
             Kind::LinuxBoot => linux_boot(&ws, args, &mut report),
             Kind::GuestMicro => guest_micro(&ws, &mut report),
+            Kind::Dirty => dirty::run(&ws, &mut report),
         };
         if let Err(e) = result {
             eprintln!("error: bench {}: {e:#}", b.name);
@@ -175,7 +197,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if args.json {
         println!("{}", json(&report));
-    } else if !report.rows.is_empty() {
+    } else if !report.rows.is_empty() || !report.figures.is_empty() {
         print!("{}", markdown(&report));
     }
     if !failed.is_empty() {
@@ -217,16 +239,33 @@ fn both_ways(ws: &Workspace, name: &str, guest: &Guest) -> Result<(String, Strin
     guest.add_to(&qemu_bin, &mut under, &dir.join(format!("{name}.dtb")))?;
     // -icount runs are deterministic whatever else the host does, so both go at once.
     let (native_out, hyp_out) = std::thread::scope(|s| {
-        let native_run =
-            s.spawn(|| run_logged(&qemu_bin, &native, &dir.join(format!("{name}-native.log"))));
-        let hyp_run = run_logged(&qemu_bin, &under, &dir.join(format!("{name}-hyp.log")));
+        let native_run = s.spawn(|| {
+            run_logged(
+                &qemu_bin,
+                &native,
+                &dir.join(format!("{name}-native.log")),
+                None,
+            )
+        });
+        let hyp_run = run_logged(
+            &qemu_bin,
+            &under,
+            &dir.join(format!("{name}-hyp.log")),
+            None,
+        );
         (native_run.join().expect("no panics"), hyp_run)
     });
     Ok((native_out?, hyp_out?))
 }
 
-/// Runs `machine` to completion with its output in `log`; returns the output.
-fn run_logged(qemu_bin: &Path, machine: &Machine, log: &Path) -> Result<String> {
+/// Runs `machine` to completion, or with `stop` until its output contains that text, with its
+/// output in `log`; returns the output.
+fn run_logged(
+    qemu_bin: &Path,
+    machine: &Machine,
+    log: &Path,
+    stop: Option<&str>,
+) -> Result<String> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -241,10 +280,21 @@ fn run_logged(qemu_bin: &Path, machine: &Machine, log: &Path) -> Result<String> 
         .stderr(file)
         .spawn()
         .with_context(|| format!("cannot start {}", qemu_bin.display()))?;
-    let outcome = process::wait(&mut child, Some(BOOT_TIMEOUT))?;
+    let mut stopped = false;
+    let outcome = process::wait_polling(&mut child, Some(BOOT_TIMEOUT), |child| {
+        if let Some(text) = stop
+            && !stopped
+            && String::from_utf8_lossy(&std::fs::read(log)?).contains(text)
+        {
+            stopped = true;
+            child.kill().context("cannot stop QEMU")?;
+        }
+        Ok(())
+    })?;
     let output = String::from_utf8_lossy(&std::fs::read(log)?).into_owned();
     match outcome {
         Outcome::Exited(0) => Ok(output),
+        Outcome::Exited(_) if stopped => Ok(output),
         Outcome::Exited(code) => bail!("QEMU exited with status {code}; see {}", log.display()),
         Outcome::TimedOut => bail!(
             "QEMU did not finish in {}s; see {}",
@@ -414,6 +464,19 @@ fn markdown(report: &Report) -> String {
             r.ratio().map_or("-".into(), |x| format!("{x:.3}"))
         );
     }
+    if !report.figures.is_empty() {
+        s.push_str("\n| under the hypervisor | value | how |\n| --- | ---: | --- |\n");
+        for f in &report.figures {
+            let _ = writeln!(
+                s,
+                "| {} | {} {} | {} |",
+                f.name,
+                number(f.value),
+                f.unit,
+                f.method
+            );
+        }
+    }
     if !report.exits.is_empty() {
         s.push_str("\n| run | exit reason | count |\n| --- | --- | ---: |\n");
         for (bench, reason, n) in &report.exits {
@@ -472,9 +535,23 @@ fn json(report: &Report) -> String {
             )
         })
         .collect();
+    let figures: Vec<String> = report
+        .figures
+        .iter()
+        .map(|f| {
+            format!(
+                "{{\"name\":{},\"value\":{},\"unit\":{},\"method\":{}}}",
+                json_str(&f.name),
+                json_num(f.value),
+                json_str(&f.unit),
+                json_str(&f.method)
+            )
+        })
+        .collect();
     format!(
-        "{{\"results\":[{}],\"exits\":[{}]}}",
+        "{{\"results\":[{}],\"figures\":[{}],\"exits\":[{}]}}",
         rows.join(","),
+        figures.join(","),
         exits.join(",")
     )
 }
@@ -539,6 +616,12 @@ domU1| init: banner at cntvct=1000
                     hyp: Some(2.5),
                 },
             ],
+            figures: vec![Figure {
+                name: "per page".into(),
+                value: Some(31.25),
+                unit: "ticks".into(),
+                method: "lost / pages".into(),
+            }],
             exits: vec![("boot".into(), "hvc".into(), 12)],
         };
         let md = markdown(&report);
@@ -548,10 +631,15 @@ domU1| init: banner at cntvct=1000
         );
         assert!(md.contains("| only \"hyp\" | - | 2.500 | - |"), "{md}");
         assert!(md.contains("| boot | hvc | 12 |"), "{md}");
+        assert!(
+            md.contains("| per page | 31.250 ticks | lost / pages |"),
+            "{md}"
+        );
         assert_eq!(
             json(&report),
             "{\"results\":[{\"name\":\"boot\",\"unit\":\"ticks\",\"native\":1000,\"hyp\":1050,\"ratio\":1.050},\
              {\"name\":\"only \\\"hyp\\\"\",\"unit\":\"\",\"native\":null,\"hyp\":2.500,\"ratio\":null}],\
+             \"figures\":[{\"name\":\"per page\",\"value\":31.250,\"unit\":\"ticks\",\"method\":\"lost / pages\"}],\
              \"exits\":[{\"run\":\"boot\",\"reason\":\"hvc\",\"count\":12}]}"
         );
     }
