@@ -304,6 +304,7 @@ pub enum SectionKind {
     Vgic,
     Uart,
     Pages,
+    Timer,
 }
 
 impl SectionKind {
@@ -313,6 +314,7 @@ impl SectionKind {
             Self::Vgic => 2,
             Self::Uart => 3,
             Self::Pages => 4,
+            Self::Timer => 5,
         }
     }
 
@@ -322,6 +324,7 @@ impl SectionKind {
             2 => Some(Self::Vgic),
             3 => Some(Self::Uart),
             4 => Some(Self::Pages),
+            5 => Some(Self::Timer),
             _ => None,
         }
     }
@@ -332,6 +335,7 @@ impl SectionKind {
             Self::Vgic => "VGIC",
             Self::Uart => "UART",
             Self::Pages => "PAGES",
+            Self::Timer => "TIMER",
         }
     }
 }
@@ -347,15 +351,19 @@ impl fmt::Display for SectionKind {
 pub enum DeviceKind {
     Vgic,
     Uart,
+    /// The guest's virtual counter (u64) when its vCPUs stopped; overrides the header's value,
+    /// which a live snapshot writes before its pre-copy.
+    Timer,
 }
 
 impl DeviceKind {
-    pub const ALL: [Self; 2] = [Self::Vgic, Self::Uart];
+    pub const ALL: [Self; 3] = [Self::Vgic, Self::Uart, Self::Timer];
 
     pub const fn section(self) -> SectionKind {
         match self {
             Self::Vgic => SectionKind::Vgic,
             Self::Uart => SectionKind::Uart,
+            Self::Timer => SectionKind::Timer,
         }
     }
 
@@ -363,6 +371,7 @@ impl DeviceKind {
         match self {
             Self::Vgic => 0,
             Self::Uart => 1,
+            Self::Timer => 2,
         }
     }
 }

@@ -70,6 +70,10 @@
 //! **VGIC**, **UART** (at most one of each): the device model's own versioned state blob
 //! (`Vgic::save_state`, `Pl011::save_state`); their layouts are documented there.
 //!
+//! **TIMER** (type 5, at most one, optional): u64, the guest's virtual counter when its vCPUs
+//! stopped. When present it replaces the header's counter (a live snapshot writes its header
+//! before the pre-copy, while the guest still runs).
+//!
 //! **PAGES** (any number): u64 first GFN, u64 page count (≥ 1), then count × 4096 bytes, the
 //! pages in GFN order. Every page lies in `[RAM base, RAM base + RAM size)`. Without the LIVE
 //! flag no GFN is in two runs of one file. With it (a live pre-copy appends pages dirtied

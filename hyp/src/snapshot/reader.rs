@@ -304,7 +304,7 @@ pub struct Snapshot<'a> {
     header: Header,
     /// By index: `vcpus[i].index == i`.
     vcpus: Vec<VcpuState>,
-    devices: [Option<&'a [u8]>; 2],
+    devices: [Option<&'a [u8]>; 3],
     /// What each saved frame holds, by first frame, non-overlapping (for a LIVE file, the
     /// parts of each run that no later run overrides).
     runs: Vec<RunRef>,
@@ -340,7 +340,7 @@ impl<'a> Snapshot<'a> {
         let mut file_crc = Crc32::new();
         file_crc.update(&bytes[..HEADER_LEN]);
         let mut slots: Vec<Option<VcpuState>> = alloc::vec![None; vcpus as usize];
-        let mut devices: [Option<&'a [u8]>; 2] = [None; 2];
+        let mut devices: [Option<&'a [u8]>; 3] = [None; 3];
         let mut runs = Vec::new();
         let (mut sections, mut pages) = (0u64, 0u64);
         let mut at = HEADER_LEN;
@@ -367,11 +367,11 @@ impl<'a> Snapshot<'a> {
                     }
                     *slot = Some(v);
                 }
-                SectionKind::Vgic | SectionKind::Uart => {
-                    let kind = if s.kind == SectionKind::Vgic {
-                        DeviceKind::Vgic
-                    } else {
-                        DeviceKind::Uart
+                SectionKind::Vgic | SectionKind::Uart | SectionKind::Timer => {
+                    let kind = match s.kind {
+                        SectionKind::Vgic => DeviceKind::Vgic,
+                        SectionKind::Uart => DeviceKind::Uart,
+                        _ => DeviceKind::Timer,
                     };
                     let slot = &mut devices[kind.index()];
                     if slot.is_some() {

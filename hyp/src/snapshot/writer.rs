@@ -140,7 +140,7 @@ pub struct SnapshotWriter<S: Sink> {
     sections: u64,
     pages: u64,
     vcpus_seen: u128,
-    devices_seen: [bool; 2],
+    devices_seen: [bool; 3],
     poisoned: bool,
 }
 
@@ -159,7 +159,7 @@ impl<S: Sink> SnapshotWriter<S> {
             sections: 0,
             pages: 0,
             vcpus_seen: 0,
-            devices_seen: [false; 2],
+            devices_seen: [false; 3],
             poisoned: false,
         };
         let h = header.encode();

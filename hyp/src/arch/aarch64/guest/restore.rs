@@ -146,7 +146,15 @@ pub(super) fn create(
         (true, None) => Some(Pl011::new(guest_console(id, d.name))),
         (false, _) => None,
     };
-    let cntvoff = counter().wrapping_sub(h.counter);
+    // The guest's time when its vCPUs stopped: the TIMER section's, else the header's.
+    let guest_counter = match snap.device(DeviceKind::Timer) {
+        Some(b) => u64::from_le_bytes(
+            b.try_into()
+                .map_err(|_| bad(format!("TIMER section of {} bytes, not 8", b.len())))?,
+        ),
+        None => h.counter,
+    };
+    let cntvoff = counter().wrapping_sub(guest_counter);
     let g = assemble(d, first_pcpu, config, mem, cntvoff, vgic, uart, None);
     let mut on = 0;
     for s in snap.vcpus() {
@@ -168,7 +176,7 @@ pub(super) fn create(
         d.name,
         snap.page_count(),
         d.cpus,
-        h.counter,
+        guest_counter,
         first_pcpu,
         first_pcpu + d.cpus as usize - 1,
     );

@@ -4,10 +4,10 @@
 //! continues unless it was paused before.
 //!
 //! Live snapshots (`--live`, pre-copy) keep the other vCPUs running while pages are copied
-//! under dirty logging; the executing pCPU's own vCPU is held at EL2 meanwhile. Known issue:
-//! a restored live snapshot of a 2-vCPU Linux guest runs (a workload resumes and finishes
-//! with no bad words) but its init then stalls with one vCPU in a WFI loop on a pending,
-//! never-taken virtual timer interrupt; coherent snapshots restore completely.
+//! under dirty logging; the executing pCPU's own vCPU is held at EL2 meanwhile. The header is
+//! written before the pre-copy, so the guest's counter when the vCPUs stopped goes in a TIMER
+//! section: restored with the header's, the guest's clock went back by the pre-copy's length
+//! and a restored Linux stalled.
 
 use super::control::{self, VcpuSaved};
 use super::{Guest, frames};
@@ -219,6 +219,10 @@ fn write_states(w: &mut Writer<'_>, t: &Guest) -> Result<(), Failure> {
         };
         w.vcpu(&vcpu_state(v, saved)).map_err(text)?;
     }
+    // The guest's time when its vCPUs stopped (the header's is from the start of a live one).
+    let now = counter().wrapping_sub(t.hw.cntvoff);
+    w.device(DeviceKind::Timer, &now.to_le_bytes())
+        .map_err(text)?;
     let dev = t.devices.lock();
     let vgic = dev.vgic.save_state().map_err(|e| alloc::format!("{e:?}"))?;
     w.device(DeviceKind::Vgic, &vgic).map_err(text)?;
