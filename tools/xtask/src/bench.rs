@@ -5,6 +5,7 @@
 //! and RAM, so the ratio is the hypervisor's overhead in instructions, the same on every host.
 
 mod dirty;
+mod snapshot;
 
 use crate::build::{self, Variant};
 use crate::exit::Exit;
@@ -56,6 +57,9 @@ enum Kind {
     /// The bare-metal guest `dirtybench` under the hypervisor with dirty logging, harvests
     /// and a migration storm (see `bench/dirty.rs`).
     Dirty,
+    /// Live and coherent snapshots of the Linux workload, and a restore (see
+    /// `bench/snapshot.rs`).
+    Snapshot,
 }
 
 struct Bench {
@@ -88,6 +92,11 @@ const BENCHES: &[Bench] = &[
         name: "dirty",
         about: "dirty-log write faults (4 KiB, 2 MiB split), cost per harvested and per migrated page (bare-metal guest `dirtybench`, QEMU -icount)",
         kind: Kind::Dirty,
+    },
+    Bench {
+        name: "snapshot",
+        about: "live and coherent snapshot of the Linux workload (paused time, pages copied), restore of an idle shell (QEMU -icount)",
+        kind: Kind::Snapshot,
     },
 ];
 
@@ -189,6 +198,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             Kind::LinuxBoot => linux_boot(&ws, args, &mut report),
             Kind::GuestMicro => guest_micro(&ws, &mut report),
             Kind::Dirty => dirty::run(&ws, &mut report),
+            Kind::Snapshot => snapshot::run(&ws, &mut report),
         };
         if let Err(e) = result {
             eprintln!("error: bench {}: {e:#}", b.name);
@@ -244,28 +254,18 @@ fn both_ways(ws: &Workspace, name: &str, guest: &Guest) -> Result<(String, Strin
                 &qemu_bin,
                 &native,
                 &dir.join(format!("{name}-native.log")),
-                None,
+                &[],
             )
         });
-        let hyp_run = run_logged(
-            &qemu_bin,
-            &under,
-            &dir.join(format!("{name}-hyp.log")),
-            None,
-        );
+        let hyp_run = run_logged(&qemu_bin, &under, &dir.join(format!("{name}-hyp.log")), &[]);
         (native_run.join().expect("no panics"), hyp_run)
     });
     Ok((native_out?, hyp_out?))
 }
 
-/// Runs `machine` to completion, or with `stop` until its output contains that text, with its
-/// output in `log`; returns the output.
-fn run_logged(
-    qemu_bin: &Path,
-    machine: &Machine,
-    log: &Path,
-    stop: Option<&str>,
-) -> Result<String> {
+/// Runs `machine` to completion, or until its output contains one of the `stop` texts, with
+/// its output in `log`; returns the output.
+fn run_logged(qemu_bin: &Path, machine: &Machine, log: &Path, stop: &[&str]) -> Result<String> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -282,10 +282,10 @@ fn run_logged(
         .with_context(|| format!("cannot start {}", qemu_bin.display()))?;
     let mut stopped = false;
     let outcome = process::wait_polling(&mut child, Some(BOOT_TIMEOUT), |child| {
-        if let Some(text) = stop
-            && !stopped
-            && String::from_utf8_lossy(&std::fs::read(log)?).contains(text)
-        {
+        if !stop.is_empty() && !stopped && {
+            let out = String::from_utf8_lossy(&std::fs::read(log)?).into_owned();
+            stop.iter().any(|t| out.contains(t))
+        } {
             stopped = true;
             child.kill().context("cannot stop QEMU")?;
         }

@@ -94,7 +94,7 @@ pub(super) fn run(ws: &Workspace, report: &mut Report) -> Result<()> {
     // Deterministic runs: two at a time, one a core.
     let run_all = |ms: &[(&str, Machine)]| -> Vec<Result<String>> {
         ms.iter()
-            .map(|(name, m)| run_logged(&qemu_bin, m, &dir.join(format!("dirty-{name}.log")), None))
+            .map(|(name, m)| run_logged(&qemu_bin, m, &dir.join(format!("dirty-{name}.log")), &[]))
             .collect()
     };
     let (first, second) = machines.split_at(machines.len() / 2);
