@@ -266,6 +266,17 @@ fn both_ways(ws: &Workspace, name: &str, guest: &Guest) -> Result<(String, Strin
 /// Runs `machine` to completion, or until its output contains one of the `stop` texts, with
 /// its output in `log`; returns the output.
 fn run_logged(qemu_bin: &Path, machine: &Machine, log: &Path, stop: &[&str]) -> Result<String> {
+    run_logged_within(qemu_bin, machine, log, stop, BOOT_TIMEOUT)
+}
+
+/// [`run_logged`] with another wall-clock limit than [`BOOT_TIMEOUT`].
+fn run_logged_within(
+    qemu_bin: &Path,
+    machine: &Machine,
+    log: &Path,
+    stop: &[&str],
+    timeout: Duration,
+) -> Result<String> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -281,7 +292,7 @@ fn run_logged(qemu_bin: &Path, machine: &Machine, log: &Path, stop: &[&str]) -> 
         .spawn()
         .with_context(|| format!("cannot start {}", qemu_bin.display()))?;
     let mut stopped = false;
-    let outcome = process::wait_polling(&mut child, Some(BOOT_TIMEOUT), |child| {
+    let outcome = process::wait_polling(&mut child, Some(timeout), |child| {
         if !stop.is_empty() && !stopped && {
             let out = String::from_utf8_lossy(&std::fs::read(log)?).into_owned();
             stop.iter().any(|t| out.contains(t))
@@ -298,7 +309,7 @@ fn run_logged(qemu_bin: &Path, machine: &Machine, log: &Path, stop: &[&str]) -> 
         Outcome::Exited(code) => bail!("QEMU exited with status {code}; see {}", log.display()),
         Outcome::TimedOut => bail!(
             "QEMU did not finish in {}s; see {}",
-            BOOT_TIMEOUT.as_secs(),
+            timeout.as_secs(),
             log.display()
         ),
     }
