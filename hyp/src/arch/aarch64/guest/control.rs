@@ -173,9 +173,17 @@ pub(super) fn pause(g: &Guest, me: Option<usize>) -> Result<(), PauseError> {
         match all_stopped(g, me) {
             None => return Ok(()),
             Some(v) if counter() > deadline => return Err(PauseError::Timeout { vcpu: v }),
-            Some(_) => core::hint::spin_loop(),
+            Some(_) => nap(),
         }
     }
+}
+
+/// Waits about a millisecond in WFI rather than spinning: under QEMU's `-icount` a spinning
+/// CPU keeps a halted one (a vCPU about to park) from being run at all.
+fn nap() {
+    crate::arch::aarch64::timer::hyp_arm(counter() + counter_frequency() / 1000);
+    wfi();
+    crate::arch::aarch64::timer::hyp_disarm();
 }
 
 /// Lets every vCPU of `g` continue.
