@@ -234,11 +234,14 @@ impl Rng {
     }
 }
 
+/// Random picks per page `migrate` tries before counting it as unbacked.
+const PICK_TRIES: usize = 16;
+
 /// What `migrate` did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MigrateReport {
     pub moved: u64,
-    /// Pages picked that have no frame yet (nothing to move).
+    /// Pages for which every pick had no frame yet (nothing to move).
     pub unbacked: u64,
     /// Moves refused by the ownership layer (pinned, busy, out of frames).
     pub refused: u64,
@@ -251,11 +254,15 @@ pub(super) fn migrate(g: &Guest, n: u64, rng: &mut Rng) -> MigrateReport {
     let pages = g.ram.1 / PAGE_SIZE;
     let mut r = MigrateReport::default();
     for _ in 0..n {
-        let ipa = Ipa::new(g.ram.0 + (rng.next() % pages) * PAGE_SIZE);
-        if !matches!(g.mem.backing(ipa), GuestPage::Owned(_)) {
+        // A few tries to land on a page that has a frame: on a lightly used guest most of
+        // RAM has none, and moving nothing tells nothing.
+        let Some(ipa) = (0..PICK_TRIES)
+            .map(|_| Ipa::new(g.ram.0 + (rng.next() % pages) * PAGE_SIZE))
+            .find(|&ipa| matches!(g.mem.backing(ipa), GuestPage::Owned(_)))
+        else {
             r.unbacked += 1;
             continue;
-        }
+        };
         match g.mem.migrate(frames(), &mut HwFrameData, ipa) {
             Ok(_) => {
                 r.moved += 1;
