@@ -457,9 +457,10 @@ fn number(v: Option<f64>) -> String {
 }
 
 fn markdown(report: &Report) -> String {
-    let mut s = String::from(
-        "\n| benchmark | native | under hyp | ratio |\n| --- | ---: | ---: | ---: |\n",
-    );
+    let mut s = String::new();
+    if !report.rows.is_empty() {
+        s.push_str("\n| benchmark | native | under hyp | ratio |\n| --- | ---: | ---: | ---: |\n");
+    }
     for r in &report.rows {
         let unit = if r.unit.is_empty() {
             String::new()
@@ -646,6 +647,13 @@ domU1| init: banner at cntvct=1000
             md.contains("| per page | 31.250 ticks | lost / pages |"),
             "{md}"
         );
+        let figures_only = Report {
+            figures: report.figures.clone(),
+            ..Report::default()
+        };
+        let md = markdown(&figures_only);
+        assert!(!md.contains("| benchmark |"), "{md}");
+        assert!(md.contains("| per page |"), "{md}");
         assert_eq!(
             json(&report),
             "{\"results\":[{\"name\":\"boot\",\"unit\":\"ticks\",\"native\":1000,\"hyp\":1050,\"ratio\":1.050},\

@@ -167,7 +167,7 @@ fn fig(name: String, value: f64, unit: &str, how: &str) -> Figure {
 }
 
 fn ticks(us: u64) -> f64 {
-    us as f64 * TICKS_PER_S / 1e6
+    (us as f64 * TICKS_PER_S / 1e6).round()
 }
 
 fn live_figures(output: &str) -> Result<Vec<Figure>> {
