@@ -3,6 +3,8 @@
 //! `-icount shift=4,sleep=off`, where the virtual counter advances one tick per instruction,
 //! run natively (the guest at EL1, no hypervisor) and under the hypervisor with the same vCPUs
 //! and RAM, so the ratio is the hypervisor's overhead in instructions, the same on every host.
+//! Figures with no native counterpart (dirty logging, migration, snapshots: `bench/dirty.rs`,
+//! `bench/snapshot.rs`, each documenting its method) go in a second table, `figures` in JSON.
 
 mod dirty;
 mod snapshot;
