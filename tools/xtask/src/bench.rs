@@ -97,7 +97,7 @@ const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "snapshot",
-        about: "live and coherent snapshot of the Linux workload (paused time, pages copied), restore of an idle shell (QEMU -icount)",
+        about: "live and coherent snapshot of the Linux workload (paused time, pages copied), restore of the coherent one (QEMU -icount)",
         kind: Kind::Snapshot,
     },
 ];
