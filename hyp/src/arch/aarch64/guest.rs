@@ -817,7 +817,6 @@ fn deliver(g: &Guest, v: usize, d: Drained) {
     if d.console {
         monitor::console_input();
     }
-    let _ = (g, v);
 }
 
 /// Console input arrived for `g`: moves it into its virtual UART and kicks the vCPU whose

@@ -225,7 +225,7 @@ pub(super) fn service(g: &'static Guest, v: usize) {
         return;
     }
     if SCHEDULED.load(Ordering::Acquire) {
-        unattended(g, v);
+        unattended();
     }
     if PENDING.load(Ordering::Acquire) {
         let Some(command) = QUEUE.lock().front().cloned() else {
@@ -250,7 +250,7 @@ fn prompt_if_monitor() {
     }
 }
 
-fn unattended(g: &'static Guest, v: usize) {
+fn unattended() {
     let Some(u) = UNATTENDED.get() else {
         return;
     };
@@ -285,7 +285,6 @@ fn unattended(g: &'static Guest, v: usize) {
         // long a harvest (and its check) takes.
         u.harvest_last_ms = guest_ms();
     }
-    let _ = (g, v);
     SCHEDULED.store(
         !u.schedule.is_empty()
             || u.schedule.migrate_storm.is_some()

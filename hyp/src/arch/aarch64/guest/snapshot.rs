@@ -98,7 +98,6 @@ pub(super) fn take(t: &Guest, me: Option<usize>, req: &SnapshotRequest) {
         return;
     }
     let was_paused = t.control.pause_requested() && me.is_none();
-    let start = counter();
     if let Err(e) = control::pause(t, me) {
         say(format_args!("{}: snapshot: {e}", t.name));
         return;
@@ -114,7 +113,6 @@ pub(super) fn take(t: &Guest, me: Option<usize>, req: &SnapshotRequest) {
         }
         Err(e) => say(format_args!("{}: snapshot {}: {e}", t.name, req.file)),
     }
-    let _ = start;
     if !was_paused {
         control::resume(t);
     }
