@@ -17,8 +17,9 @@
 //! };
 //! ```
 //!
-//! A restore replaces the kernel (and ramdisk) with one module holding a snapshot file
-//! (`hyp/src/snapshot`), loaded where its `reg` says:
+//! A restore replaces the kernel (and ramdisk) with a module holding a snapshot file
+//! (`hyp/src/snapshot`), loaded where its `reg` says; a chain (a full snapshot and the diffs
+//! taken after it) is one such module per file, base first, in the order of the nodes:
 //!
 //! ```text
 //!         module@7e000000 { compatible = "hyp,snapshot", "multiboot,module";
@@ -80,9 +81,8 @@ pub struct DomainConfig<'a> {
     /// Guest RAM in bytes.
     pub memory: u64,
     pub cpus: u32,
-    /// The `multiboot,kernel` module. For a restore, `kernel` is the snapshot module and
-    /// [`DomainConfig::snapshot`] is `Some` of the same module: code that only places modules
-    /// (such as [`check_layout`]) need not tell the two apart.
+    /// The `multiboot,kernel` module. For a restore, `kernel` is the first snapshot module
+    /// (the chain's base, also `snapshots[0]`).
     pub kernel: Module<'a>,
     /// The kernel module's `bootargs`, else the domain's own `bootargs`; `None` for a restore
     /// (the restored kernel has long read its command line).
@@ -91,11 +91,13 @@ pub struct DomainConfig<'a> {
     pub ramdisk: Option<Module<'a>>,
     /// The domain asks for the virtual PL011 (`vpl011`).
     pub vpl011: bool,
-    /// The `hyp,snapshot` module: the domain resumes from this snapshot file instead of booting
-    /// a kernel.
-    pub snapshot: Option<Module<'a>>,
+    /// The `hyp,snapshot` modules in node order: the domain resumes from this chain (a full
+    /// snapshot, then diffs) instead of booting a kernel. Empty for a boot.
+    pub snapshots: Vec<Module<'a>>,
 }
 
+/// Longest snapshot chain (a full snapshot and its diffs) one domain may restore.
+pub const MAX_SNAPSHOTS: usize = 16;
 /// Most vCPUs one domain may ask for (GICv3 redistributor frames we emulate per VM).
 pub const MAX_VCPUS: u32 = 64;
 /// Guest RAM is mapped in 4 KiB pages at least, so its size must be a multiple of that.
@@ -122,8 +124,10 @@ pub enum DomainError<'a> {
     BadModuleReg { domain: &'a str, module: &'a str },
     /// A domain has neither a `multiboot,kernel` nor a `hyp,snapshot` module.
     NoKernel { domain: &'a str },
-    /// A domain has two modules of the same kind (`kernel`, `ramdisk` or `snapshot`).
+    /// A domain has two modules of the same kind (`kernel` or `ramdisk`).
     DuplicateModule { domain: &'a str, kind: &'static str },
+    /// A domain has more than [`MAX_SNAPSHOTS`] `hyp,snapshot` modules.
+    TooManySnapshots { domain: &'a str },
     /// A domain has a `hyp,snapshot` module and a `multiboot,{kind}` module: a restore resumes
     /// the snapshot's kernel, so a kernel or ramdisk beside it would be silently unused.
     SnapshotWithBootModule { domain: &'a str, kind: &'static str },
@@ -175,6 +179,11 @@ impl fmt::Display for DomainError<'_> {
                     compatible_of(kind)
                 )
             }
+            Self::TooManySnapshots { domain } => write!(
+                f,
+                "domain /chosen/{domain} has more than {MAX_SNAPSHOTS} \"hyp,snapshot\" modules \
+                 (a full snapshot and its diffs); take a full snapshot to start a shorter chain"
+            ),
             Self::SnapshotWithBootModule { domain, kind } => write!(
                 f,
                 "domain /chosen/{domain} has both a \"hyp,snapshot\" module and a \"{}\" one; \
@@ -283,7 +292,7 @@ fn parse_domain<'a>(node: FdtNode<'_, 'a>) -> Result<DomainConfig<'a>, DomainErr
     let mut kernel = None;
     let mut kernel_args = None;
     let mut ramdisk = None;
-    let mut snapshot = None;
+    let mut snapshots = Vec::new();
     for child in node.children() {
         let kind = if has_compatible(child, "multiboot,kernel") {
             "kernel"
@@ -314,7 +323,13 @@ fn parse_domain<'a>(node: FdtNode<'_, 'a>) -> Result<DomainConfig<'a>, DomainErr
         let slot = match kind {
             "kernel" => &mut kernel,
             "ramdisk" => &mut ramdisk,
-            _ => &mut snapshot,
+            _ => {
+                if snapshots.len() == MAX_SNAPSHOTS {
+                    return Err(DomainError::TooManySnapshots { domain });
+                }
+                snapshots.push(module);
+                continue;
+            }
         };
         if slot.replace(module).is_some() {
             return Err(DomainError::DuplicateModule { domain, kind });
@@ -324,7 +339,7 @@ fn parse_domain<'a>(node: FdtNode<'_, 'a>) -> Result<DomainConfig<'a>, DomainErr
         }
     }
     let vpl011 = node.property("vpl011").is_some();
-    if let Some(snapshot) = snapshot {
+    if let Some(&base) = snapshots.first() {
         let other = [("kernel", kernel.is_some()), ("ramdisk", ramdisk.is_some())];
         if let Some(&(kind, _)) = other.iter().find(|(_, present)| *present) {
             return Err(DomainError::SnapshotWithBootModule { domain, kind });
@@ -333,11 +348,11 @@ fn parse_domain<'a>(node: FdtNode<'_, 'a>) -> Result<DomainConfig<'a>, DomainErr
             name: domain,
             memory,
             cpus,
-            kernel: snapshot,
+            kernel: base,
             bootargs: None,
             ramdisk: None,
             vpl011,
-            snapshot: Some(snapshot),
+            snapshots,
         });
     }
     let kernel = kernel.ok_or(DomainError::NoKernel { domain })?;
@@ -350,12 +365,12 @@ fn parse_domain<'a>(node: FdtNode<'_, 'a>) -> Result<DomainConfig<'a>, DomainErr
         bootargs,
         ramdisk,
         vpl011,
-        snapshot: None,
+        snapshots: Vec::new(),
     })
 }
 
 /// Checks every module of every domain: inside `ram`, clear of `reserved` and of each other.
-/// A restore's snapshot module is its `kernel`, so it is checked like any other.
+/// A restore's snapshot modules are checked like any other.
 ///
 /// # Errors
 /// The first conflict found, naming both sides.
@@ -365,9 +380,11 @@ pub fn check_layout<'a>(
     reserved: &[Region],
 ) -> Result<(), DomainError<'a>> {
     let modules = || {
-        domains
-            .iter()
-            .flat_map(|d| core::iter::once(d.kernel).chain(d.ramdisk))
+        domains.iter().flat_map(|d| {
+            core::iter::once(d.kernel)
+                .chain(d.ramdisk)
+                .chain(d.snapshots.iter().skip(1).copied())
+        })
     };
     for (i, m) in modules().enumerate() {
         if !ram.iter().any(|r| m.region.within(r)) {
@@ -510,21 +527,74 @@ mod tests {
                 bootargs: None,
                 ramdisk: None,
                 vpl011: true,
-                snapshot: Some(snapshot),
+                snapshots: alloc::vec![snapshot],
             }
         );
         // A kernel boot has no snapshot.
         let blob = one(&[KERNEL]);
-        assert_eq!(
-            parse_domains(&dtb::open(&blob).unwrap()).unwrap()[0].snapshot,
-            None
+        assert!(
+            parse_domains(&dtb::open(&blob).unwrap()).unwrap()[0]
+                .snapshots
+                .is_empty()
         );
     }
 
     #[test]
-    fn a_snapshot_beside_a_kernel_a_ramdisk_or_another_snapshot_is_refused() {
-        let second = ("module@48000000", "snapshot", 0x4800_0000, 0x1000);
-        let cases: [(&[ModuleSpec<'_>], DomainError<'static>); 5] = [
+    fn several_snapshot_modules_are_a_chain_in_node_order() {
+        let diff1 = ("module@48000000", "snapshot", 0x4800_0000, 0x1000);
+        let diff2 = ("module@47800000", "snapshot", 0x4780_0000, 0x1000);
+        let blob = one(&[SNAPSHOT, diff1, diff2]);
+        let d = parse_domains(&dtb::open(&blob).unwrap()).unwrap();
+        let nodes: Vec<&str> = d[0].snapshots.iter().map(|m| m.node).collect();
+        assert_eq!(
+            nodes,
+            ["module@46000000", "module@48000000", "module@47800000"]
+        );
+        assert_eq!(d[0].kernel, d[0].snapshots[0]);
+        let ram = [Region {
+            base: 0x4000_0000,
+            size: 1 << 30,
+        }];
+        assert_eq!(check_layout(&d, &ram, &[]), Ok(()));
+        // A diff on top of the base is caught like any other overlap.
+        let onto_base = ("module@46100000", "snapshot", 0x4610_0000, 0x1000);
+        let blob = one(&[SNAPSHOT, diff1, onto_base]);
+        let d = parse_domains(&dtb::open(&blob).unwrap()).unwrap();
+        assert_eq!(
+            check_layout(&d, &ram, &[]),
+            Err(DomainError::ModulesOverlap {
+                first: "module@46000000",
+                second: "module@46100000"
+            })
+        );
+        let names: Vec<std::string::String> = (0..=MAX_SNAPSHOTS)
+            .map(|i| std::format!("module@{:x}", 0x5000_0000 + i * 0x1000))
+            .collect();
+        let many: Vec<ModuleSpec<'_>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    n.as_str(),
+                    "snapshot",
+                    0x5000_0000 + i as u32 * 0x1000,
+                    0x1000,
+                )
+            })
+            .collect();
+        assert_eq!(
+            parse_domains(&dtb::open(&one(&many)).unwrap()),
+            Err(DomainError::TooManySnapshots { domain: "domU1" })
+        );
+        assert!(
+            parse_domains(&dtb::open(&one(&many[..MAX_SNAPSHOTS])).unwrap()).is_ok(),
+            "a chain of MAX_SNAPSHOTS is allowed"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_beside_a_kernel_or_a_ramdisk_is_refused() {
+        let cases: [(&[ModuleSpec<'_>], DomainError<'static>); 4] = [
             (
                 &[KERNEL, SNAPSHOT],
                 DomainError::SnapshotWithBootModule {
@@ -546,13 +616,6 @@ mod tests {
                     kind: "ramdisk",
                 },
             ),
-            (
-                &[SNAPSHOT, second],
-                DomainError::DuplicateModule {
-                    domain: "domU1",
-                    kind: "snapshot",
-                },
-            ),
             (&[], DomainError::NoKernel { domain: "domU1" }),
         ];
         for (modules, want) in cases {
@@ -564,9 +627,9 @@ mod tests {
         assert!(
             msg(DomainError::DuplicateModule {
                 domain: "d",
-                kind: "snapshot"
+                kind: "ramdisk"
             })
-            .contains("more than one \"hyp,snapshot\" module")
+            .contains("more than one \"multiboot,ramdisk\" module")
         );
         assert!(
             msg(DomainError::SnapshotWithBootModule {

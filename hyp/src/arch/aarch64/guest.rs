@@ -214,9 +214,10 @@ pub fn create_all(
             );
             continue;
         }
-        let created = match d.snapshot.as_ref() {
-            Some(m) => restore::create(d, m, id, next_pcpu, config),
-            None => create(d, id, next_pcpu, config),
+        let created = if d.snapshots.is_empty() {
+            create(d, id, next_pcpu, config)
+        } else {
+            restore::create(d, &d.snapshots, id, next_pcpu, config)
         };
         match created {
             Ok(g) => {

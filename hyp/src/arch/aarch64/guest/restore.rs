@@ -1,5 +1,7 @@
-//! Creating a VM from a snapshot (a boot module `hyp,snapshot`): the file is validated whole
-//! (`snapshot::Snapshot::parse`) and checked against the domain node, its pages are copied
+//! Creating a VM from a snapshot (a boot module `hyp,snapshot`), or from a chain of them (a
+//! full snapshot, then the diffs taken after it, one module each in order): every file is
+//! validated whole (`snapshot::Snapshot::parse`), the chain is checked to link up
+//! (`snapshot::Chain`) and against the domain node, the newest copy of each page is copied
 //! into frames donated to the VM, the vGIC and virtual UART get their saved state, and each
 //! vCPU that was on starts from its saved registers. The guest's virtual counter continues
 //! from the value saved (CNTVOFF is chosen so), so guest time does not jump.
@@ -13,7 +15,7 @@ use crate::arch::aarch64::sysreg::{counter, counter_frequency};
 use crate::arch::aarch64::vcpu::{El1State, GuestRegs};
 use crate::mm::addr::PAGE_SIZE;
 use crate::mm::stage2::config::Stage2Config;
-use crate::snapshot::{DeviceKind, Kind, PowerState, Snapshot, VcpuState};
+use crate::snapshot::{Chain, DeviceKind, PowerState, Snapshot, VcpuState};
 use crate::vdev::pl011::Pl011;
 use crate::vdev::vgic::{Intid, Vgic};
 use crate::vm::power::StartRequest;
@@ -84,23 +86,27 @@ fn saved(s: &VcpuState) -> VcpuSaved {
     }
 }
 
-/// The VM of domain `d`, restored from the snapshot module `m`.
+/// The VM of domain `d`, restored from the snapshot modules `chain` (base first).
 pub(super) fn create(
     d: &DomainConfig<'static>,
-    m: &Module<'static>,
+    chain: &[Module<'static>],
     id: usize,
     first_pcpu: usize,
     config: Stage2Config,
 ) -> Result<Guest, CreateError> {
     let bad = |why: String| CreateError::Snapshot(why);
-    let snap = Snapshot::parse(module_bytes(m)).map_err(|e| bad(format!("{e}")))?;
-    let h = snap.header();
-    if let Kind::Diff { .. } = h.kind {
-        return Err(bad(
-            "a diff snapshot restores only on top of its base (restore a chain is not supported yet)"
-                .into(),
-        ));
+    let mut snaps = alloc::vec::Vec::with_capacity(chain.len());
+    for (i, m) in chain.iter().enumerate() {
+        let s = Snapshot::parse(module_bytes(m))
+            .map_err(|e| bad(format!("module {} (chain position {i}): {e}", m.node)))?;
+        snaps.push(s);
     }
+    let mut snaps = snaps.into_iter();
+    let base = snaps
+        .next()
+        .ok_or_else(|| bad("no snapshot module".into()))?;
+    let snap = Chain::new(base, snaps).map_err(|e| bad(format!("{e}")))?;
+    let h = snap.header();
     let c = &h.config;
     if c.vcpus != d.cpus || c.ram_size != d.memory || c.ram_base != virt::RAM_BASE {
         return Err(bad(format!(
@@ -123,8 +129,8 @@ pub(super) fn create(
     }
     let ram = (virt::RAM_BASE, d.memory);
     let mem = new_memory(id, ram, config)?;
-    for run in snap.runs() {
-        populate(&mem, ram, run.first_gfn * PAGE_SIZE, run.data)?;
+    for (gfn, data) in snap.pages() {
+        populate(&mem, ram, gfn * PAGE_SIZE, data)?;
     }
     // SAFETY: invalidating the instruction caches only drops cached instructions; the guest
     // must fetch the code just copied.
@@ -172,8 +178,12 @@ pub(super) fn create(
         }
     }
     log::info!(
-        "domain {} = VM {id} (VMID {id}): restored from a snapshot: {} pages, {on} of {} vCPU(s) on, guest counter {}, on pCPU {}..{}",
+        "domain {} = VM {id} (VMID {id}): restored from a snapshot{}: {} pages, {on} of {} vCPU(s) on, guest counter {}, on pCPU {}..{}",
         d.name,
+        match chain.len() {
+            1 => String::new(),
+            n => format!(" chain (a full snapshot and {} diffs)", n - 1),
+        },
         snap.page_count(),
         d.cpus,
         guest_counter,
