@@ -7,11 +7,17 @@
 
 use core::arch::asm;
 
+const SYS_OPENAT: usize = 56;
+const SYS_CLOSE: usize = 57;
+const SYS_PREAD64: usize = 67;
 const SYS_WRITE: usize = 64;
+const SYS_NANOSLEEP: usize = 101;
 const SYS_EXIT_GROUP: usize = 94;
 const SYS_CLOCK_GETTIME: usize = 113;
 const SYS_CLONE: usize = 220;
 const SYS_MMAP: usize = 222;
+const SYS_MLOCK: usize = 228;
+const SYS_MADVISE: usize = 233;
 const SYS_WAIT4: usize = 260;
 
 /// The program's arguments, from the initial stack: `argc`, then `argc` pointers to
@@ -175,6 +181,25 @@ impl Line {
         self.text(&hex(n))
     }
 
+    /// `n` in hex without `0x` or leading zeros, for compact machine-read lines.
+    pub fn hex_short(&mut self, n: u64) -> &mut Self {
+        let digits = hex(n);
+        let first = digits[2..17]
+            .iter()
+            .position(|&d| d != b'0')
+            .map_or(17, |p| p + 2);
+        self.text(&digits[first..])
+    }
+
+    /// Bytes gathered so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Ends the line with a newline (kept even when the line is full) and writes it.
     pub fn print(&mut self) {
         if self.len == self.buf.len() {
@@ -237,6 +262,70 @@ fn mmap(len: usize, sharing: usize) -> Option<*mut u64> {
     };
     // Errors are -4095..=-1.
     (!(-4095..0).contains(&ret)).then_some(ret as *mut u64)
+}
+
+/// Locks `len` bytes from `addr` into RAM (mlock(2)), faulting them in: 0 or the negative errno.
+pub fn mlock(addr: *const u64, len: usize) -> isize {
+    let ret: isize;
+    // SAFETY: mlock(2) changes no memory contents, only whether the pages may be swapped out.
+    unsafe {
+        asm!("svc #0", in("x8") SYS_MLOCK, inlateout("x0") addr => ret, in("x1") len,
+             options(nostack))
+    };
+    ret
+}
+
+/// madvise(2) `advice` for `len` bytes from `addr`: 0 or the negative errno.
+pub fn madvise(addr: *const u64, len: usize, advice: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the callers' advice (e.g. MADV_NOHUGEPAGE) changes how pages are backed, never
+    // their contents.
+    unsafe {
+        asm!("svc #0", in("x8") SYS_MADVISE, inlateout("x0") addr => ret, in("x1") len,
+             in("x2") advice, options(nostack))
+    };
+    ret
+}
+
+/// Opens `path` read-only: the file descriptor or the negative errno.
+pub fn open_read(path: &core::ffi::CStr) -> isize {
+    const AT_FDCWD: isize = -100;
+    const O_RDONLY: usize = 0;
+    let ret: isize;
+    // SAFETY: openat(2) reads the NUL-terminated path, which lives until it returns.
+    unsafe {
+        asm!("svc #0", in("x8") SYS_OPENAT, inlateout("x0") AT_FDCWD => ret,
+             in("x1") path.as_ptr(), in("x2") O_RDONLY, in("x3") 0usize, options(nostack))
+    };
+    ret
+}
+
+/// Reads up to `buf.len()` bytes of `fd` at `offset` (pread64(2)): the byte count or the
+/// negative errno.
+pub fn pread(fd: isize, buf: &mut [u8], offset: u64) -> isize {
+    let ret: isize;
+    // SAFETY: pread64(2) writes at most `buf.len()` bytes to `buf`, which we own.
+    unsafe {
+        asm!("svc #0", in("x8") SYS_PREAD64, inlateout("x0") fd => ret,
+             in("x1") buf.as_mut_ptr(), in("x2") buf.len(), in("x3") offset, options(nostack))
+    };
+    ret
+}
+
+/// Closes `fd`.
+pub fn close(fd: isize) {
+    // SAFETY: closing a descriptor touches no memory of ours.
+    unsafe { asm!("svc #0", in("x8") SYS_CLOSE, inlateout("x0") fd => _, options(nostack)) };
+}
+
+/// Sleeps for `ns` nanoseconds of guest time (a signal may cut it short).
+pub fn sleep_ns(ns: u64) {
+    let ts = [(ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as i64];
+    // SAFETY: nanosleep(2) reads one struct timespec from `ts`; the remainder pointer is null.
+    unsafe {
+        asm!("svc #0", in("x8") SYS_NANOSLEEP, inlateout("x0") ts.as_ptr() => _,
+             in("x1") 0usize, options(nostack))
+    };
 }
 
 /// Who runs on after [`fork`].
@@ -323,4 +412,24 @@ pub fn cntvct() -> u64 {
     // keeps the read from moving before earlier instructions.
     unsafe { asm!("isb", "mrs {}, cntvct_el0", out(reg) ticks, options(nomem, nostack)) };
     ticks
+}
+
+/// The virtual counter once every earlier memory access has completed (`dsb ish`, then as
+/// [`cntvct`]), and before any later one: a write before the call happened before the value
+/// read, a write after it after.
+pub fn cntvct_fenced() -> u64 {
+    let ticks: u64;
+    // SAFETY: as in `cntvct`; the barriers only order, and no `nomem`, so the compiler keeps
+    // earlier volatile writes before them.
+    unsafe { asm!("dsb ish", "isb", "mrs {}, cntvct_el0", out(reg) ticks, options(nostack)) };
+    ticks
+}
+
+/// The counter's frequency in Hz (CNTFRQ_EL0, readable from EL0).
+pub fn cntfrq() -> u64 {
+    let hz: u64;
+    // SAFETY: reading CNTFRQ_EL0 has no side effects; EL0 may read it when it may read the
+    // counter.
+    unsafe { asm!("mrs {}, cntfrq_el0", out(reg) hz, options(nomem, nostack)) };
+    hz
 }

@@ -21,11 +21,18 @@
 //! second pass, as a lost write would leave it, so the run must end with exactly 1 bad word.
 //!
 //! The sweeps are plain loops with volatile accesses and no formatting, as fast as TCG allows.
+//!
+//! `workload --pagelog ...` is another program sharing this binary (so the initramfs recipes
+//! get it as `/bin/workload`): timed page writes for the dirty-log check, see [`pagelog`].
 
 #![no_std]
 #![no_main]
 
 use linux_progs::{ChildExit, Forked, Line, print};
+
+// Not src/bin/pagelog.rs, which cargo would build as a program of its own.
+#[path = "workload/pagelog.rs"]
+mod pagelog;
 
 linux_progs::entry!(main);
 
@@ -105,6 +112,9 @@ fn parse(args: &linux_progs::Args) -> Option<Options> {
 }
 
 fn main(args: linux_progs::Args) -> i32 {
+    if args.get(1) == Some(b"--pagelog") {
+        return pagelog::main(&args);
+    }
     let Some(o) = parse(&args) else {
         print(USAGE);
         return 2;
