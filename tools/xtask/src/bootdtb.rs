@@ -6,8 +6,10 @@
 //! The domain nodes follow Xen's dom0less binding as `guest-loader/src/domain.rs` parses it:
 //! `memory` in KiB as two cells, `cpus`, `vpl011`, and `module@ADDR` children compatible with
 //! `multiboot,kernel` / `multiboot,ramdisk`, or for a restore one `module@ADDR` compatible
-//! with `hyp,snapshot` holding the snapshot file instead. The domain uses two address and two size cells so
-//! modules may sit above 4 GiB on big machines.
+//! with `hyp,snapshot` per snapshot file instead: a chain's full snapshot first, then its
+//! diffs, since the guest-loader applies them in node order (nodes are written in module
+//! order; their addresses go down, so the order is not the addresses'). The domain uses two
+//! address and two size cells so modules may sit above 4 GiB on big machines.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -59,7 +61,8 @@ pub struct Domain {
     /// Guest RAM in bytes.
     pub mem: u64,
     pub bootargs: String,
-    /// The kernel first, then the ramdisk if any; for a restore, the snapshot alone.
+    /// The kernel first, then the ramdisk if any; for a restore, the snapshot files alone,
+    /// base first, then the diffs in the order they apply.
     pub modules: Vec<ModuleFile>,
 }
 
@@ -474,6 +477,63 @@ mod tests {
             dom.property("memory").unwrap().value,
             (512u64 * 1024).to_be_bytes()
         );
+    }
+
+    #[test]
+    fn a_restore_chain_keeps_its_order_in_the_nodes_and_the_machine_grows_for_it() {
+        let sizes = [40 * MIB + 1, 3 * MIB, 5];
+        let d = Domain {
+            name: "domU1".into(),
+            cpus: 2,
+            mem: 512 * MIB,
+            bootargs: String::new(),
+            modules: ["base.snap", "d1.snap", "d2.snap"]
+                .iter()
+                .zip(sizes)
+                .map(|(path, size)| ModuleFile {
+                    kind: ModuleKind::Snapshot,
+                    path: path.into(),
+                    size,
+                })
+                .collect(),
+        };
+        // Each module takes whole 2 MiB blocks: 42 + 4 + 2 MiB.
+        let needed = required_mem(std::slice::from_ref(&d));
+        assert_eq!(needed, LOW_RESERVE + 48 * MIB + 512 * MIB + HYP_HEADROOM);
+        assert!(place(std::slice::from_ref(&d), needed - MIB).is_err());
+        let placed = place(std::slice::from_ref(&d), 1024 * MIB).unwrap();
+        let addrs: Vec<u64> = placed[0].modules.iter().map(|m| m.addr).collect();
+        let top = RAM_BASE + 1024 * MIB;
+        assert_eq!(addrs, [top - 42 * MIB, top - 46 * MIB, top - 48 * MIB]);
+        let blob = with_domains(&base_tree(true), "", &placed).unwrap();
+        let fdt = fdt::Fdt::new(&blob).unwrap();
+        let dom = fdt.find_node("/chosen/domU1").unwrap();
+        let nodes: Vec<(String, Vec<u8>)> = dom
+            .children()
+            .map(|m| {
+                (
+                    m.name.to_string(),
+                    m.property("reg").unwrap().value.to_vec(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, Vec<u8>)> = addrs
+            .iter()
+            .zip(sizes)
+            .map(|(at, size)| {
+                (
+                    format!("module@{at:x}"),
+                    [at.to_be_bytes(), size.to_be_bytes()].concat(),
+                )
+            })
+            .collect();
+        assert_eq!(nodes, want, "base first, then the diffs in order");
+        for m in dom.children() {
+            assert_eq!(
+                m.property("compatible").unwrap().value,
+                b"hyp,snapshot\0multiboot,module\0"
+            );
+        }
     }
 
     #[test]

@@ -37,7 +37,8 @@ enum Xtask {
     /// The guest is Debian's arm64 kernel with a busybox initramfs (fetched with apt-get on
     /// first use), 2 vCPUs and 512 MiB, described to the hypervisor in the boot DTB the
     /// dom0less way; its shell's `poweroff` ends the run. `--restore FILE` resumes the guest a
-    /// snapshot file saved instead. Exits with the hypervisor's status:
+    /// snapshot file saved instead; repeated (`--restore BASE --restore DIFF ...`), a chain of
+    /// a full snapshot and its diffs. Exits with the hypervisor's status:
     /// 0 after a clean shutdown, non-zero after a panic or an unexpected EL2 exception, 124 on
     /// --timeout. Quit QEMU by hand with Ctrl-A X.
     /// QEMU is `$QEMU` if set, else qemu-system-aarch64 (installed with apt-get when missing
@@ -64,11 +65,12 @@ enum Xtask {
     /// banner, and the bare-metal `bench` guest. Ends with a markdown table (or --json);
     /// `--list` shows them all.
     Bench(bench::BenchArgs),
-    /// Describe a snapshot file: header (name, vCPUs, RAM, counter, kind, ids, live), vCPUs,
-    /// sections and pages.
+    /// Describe snapshot files: header (name, vCPUs, RAM, counter, kind, ids, live), vCPUs,
+    /// sections and pages; with several (a full snapshot, then its diffs in order), also
+    /// whether they form a chain a restore takes, or why not.
     ///
-    /// The file is validated with the hypervisor's own parser first; an invalid one prints the
-    /// parser's error and exits with status 1.
+    /// Each file is validated with the hypervisor's own parser first; an invalid one prints the
+    /// parser's error and exits with status 1, as do files that do not form a chain.
     SnapshotInfo(snapshot::InfoArgs),
 }
 

@@ -68,9 +68,13 @@ pub struct QemuArgs {
     #[arg(long, conflicts_with_all = ["kernel", "initrd", "append", "native"])]
     pub no_guest: bool,
     /// Resume the guest saved in the snapshot FILE (written by the monitor's `snapshot` or
-    /// `hyp.snapshot=`) instead of booting one: FILE is validated first (a corrupt, truncated,
-    /// other-version or diff file is refused before QEMU starts), its header gives the
-    /// guest's name, vCPUs and RAM, and it is loaded as the domain's `hyp,snapshot` module.
+    /// `hyp.snapshot=`) instead of booting one. Repeat it to restore a chain: the full
+    /// snapshot first, then its diffs in the order they were taken (`--restore base.snap
+    /// --restore d1.snap --restore d2.snap`). Every file is validated first and the list must
+    /// link up (each diff relative to the file before it, all of one VM); a corrupt,
+    /// truncated or other-version file, a diff without its base or a broken chain is refused
+    /// before QEMU starts. The headers give the guest's name, vCPUs and RAM, and each file is
+    /// loaded as one of the domain's `hyp,snapshot` modules, in order.
     #[arg(
         long,
         value_name = "FILE",
@@ -79,7 +83,7 @@ pub struct QemuArgs {
             "native",
         ]
     )]
-    pub restore: Option<PathBuf>,
+    pub restore: Vec<PathBuf>,
     /// Run the guest directly under QEMU at EL1, without the hypervisor (for comparison).
     #[arg(long)]
     pub native: bool,
@@ -402,11 +406,11 @@ pub fn run(args: &QemuArgs) -> Result<()> {
         bail!("--smp must be at least 1");
     }
     // Before anything is built: a bad file is the user's to fix, and the error says how.
-    let restore = args
-        .restore
-        .as_deref()
-        .map(Restore::from_file)
-        .transpose()?;
+    let restore = if args.restore.is_empty() {
+        None
+    } else {
+        Some(Restore::from_files(&args.restore)?)
+    };
     let guest = if args.no_guest || restore.is_some() {
         None
     } else {
@@ -630,6 +634,48 @@ mod tests {
                 "-nographic"
             ]
         );
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        qemu: QemuArgs,
+    }
+
+    #[test]
+    fn restore_repeats_for_a_chain_in_the_order_given_and_excludes_a_boot() {
+        use clap::Parser;
+        let args = Cli::try_parse_from([
+            "qemu",
+            "--restore",
+            "base.snap",
+            "--restore",
+            "d1.snap",
+            "--restore=d2.snap",
+        ])
+        .unwrap()
+        .qemu;
+        assert_eq!(
+            args.restore,
+            [
+                PathBuf::from("base.snap"),
+                "d1.snap".into(),
+                "d2.snap".into()
+            ]
+        );
+        assert!(
+            Cli::try_parse_from(["qemu"])
+                .unwrap()
+                .qemu
+                .restore
+                .is_empty()
+        );
+        for other in ["--kernel=Image", "--guest-cpus=4", "--no-guest", "--native"] {
+            assert!(
+                Cli::try_parse_from(["qemu", "--restore", "a.snap", other]).is_err(),
+                "{other}"
+            );
+        }
     }
 
     #[test]

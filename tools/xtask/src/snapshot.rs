@@ -1,6 +1,7 @@
 //! Snapshot files on the host (format: `hyp/src/snapshot`): read and validated with the
 //! hypervisor's own parser, so a corrupt, truncated or other-version file is refused with the
-//! parser's words before QEMU starts; turned into the dom0less domain a restore boots
+//! parser's words before QEMU starts; a chain (a full snapshot, then diffs) checked to link up
+//! with [`Chain`] the way the hypervisor will; turned into the dom0less domain a restore boots
 //! (`cargo xtask qemu --restore`, the tests' `then-restore`); described for people
 //! (`cargo xtask snapshot-info`).
 
@@ -8,25 +9,55 @@ use crate::bootdtb::{Domain, ModuleFile, ModuleKind};
 use crate::exit::Exit;
 use anyhow::{Context, Result};
 use hyp::snapshot::{
-    HEADER_LEN, Kind, PowerState, SECTION_HEADER_LEN, SectionKind, Snapshot, TRAILER_LEN,
+    Chain, ChainError, HEADER_LEN, Kind, PowerState, SECTION_HEADER_LEN, SectionKind, Snapshot,
+    TRAILER_LEN,
 };
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 const MIB: u64 = 1 << 20;
 
+/// Most files one restore takes: the guest-loader refuses a domain with more `hyp,snapshot`
+/// modules (`guest-loader/src/domain.rs`, `MAX_SNAPSHOTS`); refusing here says so before
+/// anything boots.
+pub const MAX_CHAIN: usize = 16;
+
 #[derive(clap::Args)]
 pub struct InfoArgs {
-    /// The snapshot file.
-    pub file: PathBuf,
+    /// The snapshot files; with several, a full snapshot then its diffs in order, and the
+    /// description ends with whether they form a chain a restore takes.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 }
 
-/// `cargo xtask snapshot-info FILE`: the description, or the parser's error and status 1.
+/// `cargo xtask snapshot-info FILE...`: each file's description, then for several whether
+/// they form a chain. Status 1 for an invalid file (the parser's error) or files that do not
+/// form a chain (why not).
 pub fn info(args: &InfoArgs) -> Result<()> {
-    let bytes = read(&args.file)?;
-    let snapshot = parse(&args.file, &bytes)?;
-    print!("{}", describe(&args.file, &snapshot, &bytes));
-    Ok(())
+    let bytes: Vec<Vec<u8>> = args.files.iter().map(|f| read(f)).collect::<Result<_>>()?;
+    let mut snaps = Vec::with_capacity(bytes.len());
+    for (i, (file, b)) in args.files.iter().zip(&bytes).enumerate() {
+        let s = parse(file, b)?;
+        if i > 0 {
+            println!();
+        }
+        print!("{}", describe(file, &s, b));
+        snaps.push(s);
+    }
+    if snaps.len() < 2 {
+        return Ok(());
+    }
+    println!();
+    match chain_of(&args.files, snaps) {
+        Ok(chain) => {
+            print!("{}", describe_chain(&chain));
+            Ok(())
+        }
+        Err(why) => {
+            println!("{:<10} no: {why}", "chain");
+            Err(Exit::silent(1).into())
+        }
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -44,12 +75,43 @@ fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<Snapshot<'a>> {
     })
 }
 
-/// The VM a snapshot file restores, read from its header.
+/// `snaps` (parsed from `files`, base first) as a [`Chain`]; the error is a sentence naming
+/// the file that does not fit.
+fn chain_of<'a>(files: &[PathBuf], snaps: Vec<Snapshot<'a>>) -> Result<Chain<'a>, String> {
+    let mut snaps = snaps.into_iter();
+    let base = snaps.next().expect("a chain of at least one file");
+    if let Kind::Diff { base_id } = base.header().kind {
+        // ChainError::BaseNotFull names an id; a person holds file names.
+        return Err(format!(
+            "{}: it is a diff snapshot (relative to snapshot {base_id:#x}); a restore starts \
+             from a full snapshot, then takes the diffs in order",
+            files[0].display()
+        ));
+    }
+    Chain::new(base, snaps).map_err(|e| {
+        let position = match e {
+            ChainError::BaseNotFull { .. } => 0,
+            ChainError::NotADiff { position, .. }
+            | ChainError::BrokenLink { position, .. }
+            | ChainError::ConfigMismatch { position } => position,
+        };
+        format!("{}: {e}", files[position].display())
+    })
+}
+
+/// One snapshot file of a restore.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Restore {
-    pub file: PathBuf,
+pub struct RestoreFile {
+    pub path: PathBuf,
     /// The file's length: the boot module's size.
     pub size: u64,
+}
+
+/// The VM a snapshot chain restores (a full snapshot, then any diffs), read from its headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restore {
+    /// Base first, then the diffs in the order they apply.
+    pub files: Vec<RestoreFile>,
     /// The VM's name, the domain node's.
     pub name: String,
     pub cpus: u32,
@@ -58,55 +120,105 @@ pub struct Restore {
 }
 
 impl Restore {
-    /// Reads and validates `file`. Refuses, naming the file, what the parser refuses, a diff
-    /// (it needs its base, and a restore takes one file) and RAM that is not whole MiB (the
-    /// boot DTB's domains are whole MiB).
+    /// A restore of the single full snapshot `file`; see [`Restore::from_files`].
     pub fn from_file(file: &Path) -> Result<Self> {
-        let bytes = read(file)?;
-        let snapshot = parse(file, &bytes)?;
-        let header = snapshot.header();
-        let refuse = |why: String| {
-            Exit::with_message(1, format!("cannot restore {}: {why}", file.display()))
+        Self::from_files(std::slice::from_ref(&file.to_path_buf()))
+    }
+
+    /// Reads and validates `files`, a full snapshot then its diffs in order. Refuses with
+    /// status 1, naming the file: what the parser refuses, files that do not form a
+    /// [`Chain`] (a diff first, as when it is given alone, a full snapshot later, a diff
+    /// relative to another snapshot than the one before it, another VM), more than
+    /// [`MAX_CHAIN`] files, and RAM that is not whole MiB (the boot DTB's domains are whole
+    /// MiB).
+    pub fn from_files(files: &[PathBuf]) -> Result<Self> {
+        let Some(first) = files.first() else {
+            return Err(Exit::with_message(1, "a restore needs a snapshot file").into());
         };
-        if let Kind::Diff { base_id } = header.kind {
-            return Err(refuse(format!(
-                "it is a diff snapshot (relative to snapshot {base_id:#x}); a restore takes a \
-                 full snapshot"
-            ))
+        if files.len() > MAX_CHAIN {
+            return Err(Exit::with_message(
+                1,
+                format!(
+                    "cannot restore {} snapshot files: a chain has at most {MAX_CHAIN} (a full \
+                     snapshot and {} diffs); take a full snapshot to start a shorter one",
+                    files.len(),
+                    MAX_CHAIN - 1
+                ),
+            )
             .into());
         }
-        let config = &header.config;
+        let bytes: Vec<Vec<u8>> = files.iter().map(|f| read(f)).collect::<Result<_>>()?;
+        let snaps = files
+            .iter()
+            .zip(&bytes)
+            .map(|(f, b)| parse(f, b))
+            .collect::<Result<Vec<_>>>()?;
+        let chain = chain_of(files, snaps)
+            .map_err(|why| Exit::with_message(1, format!("cannot restore {why}")))?;
+        let config = &chain.header().config;
         if !config.ram_size.is_multiple_of(MIB) {
-            return Err(refuse(format!(
-                "its VM has {:#x} bytes of RAM, not a whole number of MiB",
-                config.ram_size
-            ))
+            return Err(Exit::with_message(
+                1,
+                format!(
+                    "cannot restore {}: its VM has {:#x} bytes of RAM, not a whole number of MiB",
+                    first.display(),
+                    config.ram_size
+                ),
+            )
             .into());
         }
         Ok(Self {
-            file: file.to_path_buf(),
-            size: bytes.len() as u64,
+            files: files
+                .iter()
+                .zip(&bytes)
+                .map(|(path, b)| RestoreFile {
+                    path: path.clone(),
+                    size: b.len() as u64,
+                })
+                .collect(),
             name: config.name.as_str().to_string(),
             cpus: config.vcpus,
             mem: config.ram_size,
         })
     }
 
-    /// The domain that resumes this snapshot: one `hyp,snapshot` module, no kernel, the VM's
-    /// name, vCPUs and RAM.
+    /// The domain that resumes this chain: one `hyp,snapshot` module per file in chain order
+    /// (the guest-loader takes them in node order), no kernel, the VM's name, vCPUs and RAM.
     pub fn domain(&self) -> Domain {
         Domain {
             name: self.name.clone(),
             cpus: self.cpus,
             mem: self.mem,
             bootargs: String::new(),
-            modules: vec![ModuleFile {
-                kind: ModuleKind::Snapshot,
-                path: self.file.clone(),
-                size: self.size,
-            }],
+            modules: self
+                .files
+                .iter()
+                .map(|f| ModuleFile {
+                    kind: ModuleKind::Snapshot,
+                    path: f.path.clone(),
+                    size: f.size,
+                })
+                .collect(),
         }
     }
+}
+
+/// What a chain restores, after the files' own descriptions.
+fn describe_chain(chain: &Chain<'_>) -> String {
+    let h = chain.header();
+    let diffs = chain.snapshots().len() - 1;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<10} yes: a full snapshot and {diffs} diff{}, restoring {} pages ({} MiB), vCPUs \
+         and devices as of snapshot {:#x}",
+        "chain",
+        if diffs == 1 { "" } else { "s" },
+        chain.page_count(),
+        chain.page_count() * 4096 / MIB,
+        h.id
+    );
+    out
 }
 
 /// Counts of one section type in file order.
@@ -247,11 +359,16 @@ mod tests {
         DeviceKind, Header, SnapshotWriter, VCPU_LEN, VERSION, VcpuState, VmConfig, VmName,
     };
 
-    /// A valid full (or diff) snapshot of a VM `name` with `vcpus`, `mib` MiB of RAM at
-    /// 0x4000_0000 and three pages saved in two runs.
+    /// A valid full (or diff) snapshot with id 0x51 of a VM `name` with `vcpus`, `mib` MiB
+    /// of RAM at 0x4000_0000 and three pages saved in two runs.
     fn file_bytes(name: &str, vcpus: u32, mib: u64, kind: Kind) -> Vec<u8> {
+        snapshot_bytes(0x51, name, vcpus, mib, kind, 7)
+    }
+
+    /// As [`file_bytes`], with the id and the first two pages' byte chosen.
+    fn snapshot_bytes(id: u64, name: &str, vcpus: u32, mib: u64, kind: Kind, fill: u8) -> Vec<u8> {
         let header = Header {
-            id: 0x51,
+            id,
             kind,
             config: VmConfig {
                 name: VmName::new(name).unwrap(),
@@ -281,10 +398,27 @@ mod tests {
         }
         w.device(DeviceKind::Uart, &[1, 2, 3]).unwrap();
         let gfn = 0x4000_0000 / 4096;
-        w.pages(gfn, &[7u8; 2 * 4096]).unwrap();
-        w.pages(gfn + 10, &[9u8; 4096]).unwrap();
+        w.pages(gfn, &[fill; 2 * 4096]).unwrap();
+        w.pages(gfn + 10 + id % 8, &[9u8; 4096]).unwrap();
         w.finish().unwrap();
         out
+    }
+
+    /// A full snapshot 0x10 and diffs 0x11 (of 0x10) and 0x12 (of 0x11) of one VM, written
+    /// as `<prefix>-base.snap`, `<prefix>-d1.snap`, `<prefix>-d2.snap`.
+    fn chain_files(prefix: &str) -> Vec<PathBuf> {
+        [
+            (0x10, Kind::Full),
+            (0x11, Kind::Diff { base_id: 0x10 }),
+            (0x12, Kind::Diff { base_id: 0x11 }),
+        ]
+        .into_iter()
+        .zip(["base", "d1", "d2"])
+        .map(|((id, kind), name)| {
+            let bytes = snapshot_bytes(id, "domU1", 2, 64, kind, id as u8);
+            temp(&format!("{prefix}-{name}.snap"), &bytes)
+        })
+        .collect()
     }
 
     fn temp(name: &str, bytes: &[u8]) -> PathBuf {
@@ -308,8 +442,10 @@ mod tests {
         assert_eq!(
             r,
             Restore {
-                file: path.clone(),
-                size: bytes.len() as u64,
+                files: vec![RestoreFile {
+                    path: path.clone(),
+                    size: bytes.len() as u64,
+                }],
                 name: "domU1".into(),
                 cpus: 2,
                 mem: 512 * MIB,
@@ -337,7 +473,8 @@ mod tests {
             (
                 "diff.snap",
                 file_bytes("domU1", 1, 64, Kind::Diff { base_id: 0x50 }),
-                "diff snapshot (relative to snapshot 0x50)",
+                "diff.snap: it is a diff snapshot (relative to snapshot 0x50); a restore starts \
+                 from a full snapshot",
             ),
         ];
         for (name, bytes, says) in cases {
@@ -384,5 +521,125 @@ mod tests {
         let text = describe(Path::new("d.snap"), &s, &diff);
         assert!(text.contains("kind       diff of 0x50"), "{text}");
         assert!(text.contains("base id    0x50"), "{text}");
+    }
+
+    #[test]
+    fn a_chain_becomes_one_snapshot_module_per_file_in_chain_order() {
+        let files = chain_files("good");
+        let r = Restore::from_files(&files).unwrap();
+        assert_eq!((r.name.as_str(), r.cpus, r.mem), ("domU1", 2, 64 * MIB));
+        let d = r.domain();
+        let paths: Vec<&Path> = d.modules.iter().map(|m| m.path.as_path()).collect();
+        assert_eq!(
+            paths,
+            files.iter().map(PathBuf::as_path).collect::<Vec<_>>()
+        );
+        for (m, f) in d.modules.iter().zip(&files) {
+            assert_eq!(m.kind, ModuleKind::Snapshot);
+            assert_eq!(m.size, std::fs::metadata(f).unwrap().len());
+        }
+        // A prefix of a chain is a chain.
+        assert_eq!(Restore::from_files(&files[..2]).unwrap().files.len(), 2);
+    }
+
+    /// Each way files fail to chain is refused before QEMU starts, naming the file that does
+    /// not fit and the hypervisor's reason.
+    #[test]
+    fn files_that_do_not_chain_are_refused_by_the_file_that_breaks_it() {
+        let files = chain_files("bad");
+        let (base, d1, d2) = (&files[0], &files[1], &files[2]);
+        let other_vm = temp(
+            "bad-other.snap",
+            &snapshot_bytes(0x11, "domU2", 2, 64, Kind::Diff { base_id: 0x10 }, 1),
+        );
+        let name = |p: &PathBuf| p.display().to_string();
+        let cases: [(Vec<PathBuf>, String, &str); 6] = [
+            // Out of order: d2 is relative to d1, not to the base.
+            (
+                vec![base.clone(), d2.clone()],
+                name(d2),
+                "cannot apply diff 1: it is relative to snapshot 0x11, the chain so far ends at 0x10",
+            ),
+            (
+                vec![base.clone(), d2.clone(), d1.clone()],
+                name(d2),
+                "relative to snapshot 0x11",
+            ),
+            // A diff first, alone or with its successors.
+            (
+                vec![d1.clone()],
+                name(d1),
+                "it is a diff snapshot (relative to snapshot 0x10)",
+            ),
+            (
+                vec![d1.clone(), d2.clone()],
+                name(d1),
+                "a restore starts from a full snapshot",
+            ),
+            (
+                vec![base.clone(), base.clone()],
+                name(base),
+                "cannot apply snapshot 0x10 as diff 1: it is a full snapshot",
+            ),
+            (
+                vec![base.clone(), other_vm.clone()],
+                name(&other_vm),
+                "cannot apply diff 1: its VM configuration differs from the base's",
+            ),
+        ];
+        for (chain, file, says) in cases {
+            let e = Restore::from_files(&chain).unwrap_err();
+            let (code, text) = message(&e);
+            assert_eq!(code, 1, "{text}");
+            assert!(
+                text.starts_with(&format!("cannot restore {file}: ")),
+                "{file}: {text}"
+            );
+            assert!(text.contains(says), "{says:?} not in {text}");
+        }
+        // The second base is refused by position, not by the first file's name.
+        let twice = message(&Restore::from_files(&[base.clone(), base.clone()]).unwrap_err()).1;
+        assert!(twice.contains("diff 1"), "{twice}");
+
+        let mut corrupt = std::fs::read(d2).unwrap();
+        corrupt[HEADER_LEN + 40] ^= 1;
+        let corrupt = temp("bad-corrupt.snap", &corrupt);
+        let text = message(
+            &Restore::from_files(&[base.clone(), d1.clone(), corrupt.clone()]).unwrap_err(),
+        )
+        .1;
+        assert!(
+            text.starts_with(&format!("{} is not a valid snapshot", corrupt.display())),
+            "{text}"
+        );
+        let long = vec![base.clone(); MAX_CHAIN + 1];
+        let text = message(&Restore::from_files(&long).unwrap_err()).1;
+        assert!(text.contains("at most 16"), "{text}");
+        assert!(Restore::from_files(&[]).is_err());
+    }
+
+    #[test]
+    fn a_chain_description_counts_the_pages_it_restores() {
+        let files = chain_files("info");
+        let bytes: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+        let snaps: Vec<Snapshot<'_>> = bytes.iter().map(|b| Snapshot::parse(b).unwrap()).collect();
+        let chain = chain_of(&files, snaps).unwrap();
+        // Every file saves GFNs 0 and 1 of RAM; each also one of 10 + id % 8, distinct.
+        assert_eq!(
+            describe_chain(&chain),
+            "chain      yes: a full snapshot and 2 diffs, restoring 5 pages (0 MiB), vCPUs and \
+             devices as of snapshot 0x12\n"
+        );
+        let gfn = 0x4000_0000 / 4096;
+        assert_eq!(chain.page(gfn).unwrap()[0], 0x12, "the newest copy wins");
+        let snaps: Vec<Snapshot<'_>> = [&bytes[0], &bytes[2]]
+            .iter()
+            .map(|b| Snapshot::parse(b).unwrap())
+            .collect();
+        let why = chain_of(&[files[0].clone(), files[2].clone()], snaps).unwrap_err();
+        assert!(
+            why.starts_with(&format!("{}: cannot apply diff 1", files[2].display())),
+            "{why}"
+        );
     }
 }
