@@ -6,9 +6,9 @@
 //! One process maps M MiB (default 4), asks for no huge pages, mlocks and touches every page,
 //! and reads each page's guest frame from /proc/self/pagemap (root only: others read frame 0).
 //! Then, for S seconds of guest time (default 10), in batches: the virtual counter, one word
-//! written in each of N pseudo-randomly chosen pages (default 28, duplicates possible), the
+//! written in each of N pseudo-randomly chosen pages (default 32, duplicates possible), the
 //! counter again, each read fenced so the writes happened between the two values; then a pause
-//! of P ms (default 15) so the console log stays small. At the end pagemap is read again: a
+//! of P ms (default 25) so the console log stays small. At the end pagemap is read again: a
 //! page that moved to another frame makes the run fail, since the frames printed would no
 //! longer name the pages written.
 //!
@@ -16,7 +16,7 @@
 //! said otherwise:
 //!
 //! ```text
-//! pagelog: start pages 1024 batch 28 seconds 10 seed 1 cntfrq 62500000
+//! pagelog: start pages 1024 batch 32 seconds 10 seed 1 cntfrq 62500000
 //! pagelog: map 0 4a3c0+16 4a1f2+1 ...          page indices from 0: runs GFN(hex)+LENGTH,
 //!                                              page I+k at frame GFN+k
 //! pagelog: w 7 1234567890 1234569999 3 981 17 ...  batch 7: counter before, after, pages
@@ -24,9 +24,10 @@
 //! pagelog: done batches 400 writes 11200 moved 0
 //! ```
 //!
-//! The map lines cover every page in order; a batch whose pages do not fit one line (14 pages
-//! of 1024) takes several `w` lines with the same batch number and counter values. Exits 0 if no page moved, 1 otherwise
-//! (or when a system call fails, with a `pagelog: FAIL` line), 2 for bad arguments.
+//! The map lines cover every page in order; a batch whose pages do not fit one line (19 pages
+//! of 1024 fit) takes several `w` lines with the same batch number and counter values. Exits 0
+//! if no page moved, 1 otherwise (or when a system call fails, with a `pagelog: FAIL` line), 2
+//! for bad arguments.
 
 use linux_progs::{Args, Line, print};
 
@@ -56,8 +57,8 @@ fn parse(args: &Args) -> Option<Options> {
     let mut o = Options {
         mib: 4,
         seconds: 10,
-        batch: 28,
-        pause_ms: 15,
+        batch: 32,
+        pause_ms: 25,
         seed: 1,
     };
     // Argument 1 is `--pagelog`.
