@@ -4,11 +4,11 @@
 //! run in parallel, bounded by the cores, each with its own timeout, log and boot DTB.
 //!
 //! A test with `snapshot-file` gets a scratch directory, `<target>/qemu-logs/<name>/`, emptied
-//! of that file before it boots, and `{snapshot}` in its `hyp-args` names the file there. With
-//! `then-restore`, a first run that passes is followed by a second QEMU that restores the file
-//! (validated on the host first, as `cargo xtask qemu --restore` does) and is judged by the
-//! `restore-*` keys; its log and boot DTB are `restore.log` and `restore.dtb` in the scratch
-//! directory.
+//! of those files before it boots, and `{snapshot}`, `{snapshot2}`, ... in its `hyp-args` name
+//! the files there. With `then-restore`, a first run that passes is followed by a second QEMU
+//! that restores the files as one chain in the order listed (validated on the host first, as
+//! `cargo xtask qemu --restore` does) and is judged by the `restore-*` keys; its log and boot
+//! DTB are `restore.log` and `restore.dtb` in the scratch directory.
 
 use crate::build::{self, HypImage, Variant};
 use crate::exit::Exit;
@@ -237,19 +237,23 @@ fn run_one(
     let start = Instant::now();
     let log = logs.join(format!("{}.log", spec.name));
     let scratch = logs.join(&spec.name);
-    let snapshot = spec.snapshot_file.as_ref().map(|f| scratch.join(f));
-    let first = prepare_snapshot(snapshot.as_deref())
-        .and_then(|()| machine(qemu, spec, image, guest, &log, snapshot.as_deref()))
+    let snapshots: Vec<PathBuf> = spec
+        .snapshot_files
+        .iter()
+        .map(|f| scratch.join(f))
+        .collect();
+    let first = prepare_snapshots(&snapshots)
+        .and_then(|()| machine(qemu, spec, image, guest, &log, &snapshots))
         .and_then(|m| boot(qemu, spec, &m, &log))
         .unwrap_or_else(|e| Some(format!("{e:#}")));
-    let (failure, log) = match (first, spec.restore_spec(), image, snapshot) {
-        (None, Some(second), Some(image), Some(snapshot)) => {
+    let (failure, log) = match (first, spec.restore_spec(), image) {
+        (None, Some(second), Some(image)) if !snapshots.is_empty() => {
             let restore_log = scratch.join("restore.log");
             // A log left by an earlier run would pass for this one's.
             let _ = std::fs::remove_file(&restore_log);
-            let failure = restore(qemu, spec, &second, image, &snapshot, &restore_log)
+            let failure = restore(qemu, spec, &second, image, &snapshots, &restore_log)
                 .unwrap_or_else(|e| Some(format!("{e:#}")))
-                .map(|why| format!("restoring {}: {why}", snapshot.display()));
+                .map(|why| format!("restoring {}: {why}", restored_what(&snapshots)));
             // Refused before booting: the first run's log says more than none.
             let log = if restore_log.exists() {
                 restore_log
@@ -268,21 +272,44 @@ fn run_one(
     }
 }
 
-/// Makes the snapshot file's directory and removes a file left by an earlier run, so the
-/// restore can only find what this run wrote.
-fn prepare_snapshot(snapshot: Option<&Path>) -> Result<()> {
-    let Some(snapshot) = snapshot else {
-        return Ok(());
-    };
-    if let Some(dir) = snapshot.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    match std::fs::remove_file(snapshot) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("cannot remove {}", snapshot.display()))
+/// The snapshot file, or for a chain its directory and the files in order, for a failure
+/// line.
+fn restored_what(snapshots: &[PathBuf]) -> String {
+    match snapshots {
+        [one] => one.display().to_string(),
+        [first, ..] => {
+            let names: Vec<String> = snapshots
+                .iter()
+                .map(|s| {
+                    s.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect();
+            let dir = first.parent().unwrap_or(Path::new(""));
+            format!("the chain {} in {}", names.join(" + "), dir.display())
         }
-        _ => Ok(()),
+        [] => "nothing".to_string(),
     }
+}
+
+/// Makes the snapshot files' directory and removes files left by an earlier run, so the
+/// restore can only find what this run wrote.
+fn prepare_snapshots(snapshots: &[PathBuf]) -> Result<()> {
+    for snapshot in snapshots {
+        if let Some(dir) = snapshot.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        match std::fs::remove_file(snapshot) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot remove {}", snapshot.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The path as `hyp-args` may carry it: the hypervisor's bootargs split at spaces and its
@@ -301,19 +328,19 @@ fn snapshot_arg(snapshot: &Path) -> Result<String> {
     Ok(path.to_string())
 }
 
-/// The second run of a `then-restore` test: the snapshot file the first run wrote, validated
-/// here, restored by a fresh QEMU on the same machine (grown if the file needs room), judged
-/// by `second`.
+/// The second run of a `then-restore` test: the snapshot files the first run wrote, validated
+/// here as one chain in `snapshot-file` order, restored by a fresh QEMU on the same machine
+/// (grown if the files need room), judged by `second`.
 fn restore(
     qemu: &Path,
     spec: &Spec,
     second: &Spec,
     image: &HypImage,
-    snapshot: &Path,
+    snapshots: &[PathBuf],
     log: &Path,
 ) -> Result<Option<String>> {
-    let domain = Restore::from_file(snapshot)
-        .context("the first run passed but its snapshot cannot be restored")?
+    let domain = Restore::from_files(snapshots)
+        .context("the first run passed but its snapshots cannot be restored")?
         .domain();
     let needed = guest::machine_mem(&domain);
     let mut machine = Machine {
@@ -332,20 +359,22 @@ fn restore(
 }
 
 /// The machine `spec` describes: the hypervisor `image` with the guest's boot DTB (written
-/// beside `log`) and modules, or the guest alone when it runs natively. `snapshot` is the
-/// path `{snapshot}` in `hyp-args` stands for.
+/// beside `log`) and modules, or the guest alone when it runs natively. `snapshots` are the
+/// paths `{snapshot}`, `{snapshot2}`, ... in `hyp-args` stand for.
 fn machine(
     qemu: &Path,
     spec: &Spec,
     image: Option<&HypImage>,
     images: Option<&Images>,
     log: &Path,
-    snapshot: Option<&Path>,
+    snapshots: &[PathBuf],
 ) -> Result<Machine> {
-    let hyp_args = match snapshot {
-        Some(s) => spec.hyp_args_with(&snapshot_arg(s)?),
-        None => spec.hyp_args.clone(),
-    };
+    let args: Vec<String> = snapshots
+        .iter()
+        .map(|s| snapshot_arg(s))
+        .collect::<Result<_>>()?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let hyp_args = spec.hyp_args_with(&args);
     let mut machine = Machine {
         smp: spec.smp,
         mem: spec.mem,
@@ -491,20 +520,32 @@ mod tests {
         for name in ["linux/workload", "linux/console-bytes"] {
             assert!(specs.iter().any(|s| s.name == name), "{name} missing");
         }
+        assert!(
+            with_args
+                .iter()
+                .any(|s| s.name == "linux/snapshot-chain" && s.snapshot_files.len() == 3),
+            "the snapshot chain test lost its files"
+        );
         for spec in with_args {
-            let path = "/work/target/qemu-logs/linux/snapshot/run.snap";
-            let hyp_args = spec.hyp_args_with(path);
+            let paths: Vec<String> = spec
+                .snapshot_files
+                .iter()
+                .map(|f| format!("/work/target/qemu-logs/{}/{f}", spec.name))
+                .collect();
+            let path_args: Vec<&str> = paths.iter().map(String::as_str).collect();
+            let hyp_args = spec.hyp_args_with(&path_args);
             let (schedule, errors) = hyp::monitor::bootargs::schedule_from_bootargs(&hyp_args);
             let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
             assert!(errors.is_empty(), "{}: {errors:?}", spec.name);
-            if spec.snapshot_file.is_some() {
-                // `{snapshot}` must end up as the path of a snapshot the hypervisor takes.
+            // Each placeholder must end up as the path of a snapshot the hypervisor takes.
+            for (i, path) in paths.iter().enumerate() {
                 assert!(
                     schedule
                         .timed()
                         .any(|t| t.to_string().contains(&format!("snapshot {path}"))),
-                    "{}: no hyp.snapshot= of {{snapshot}}",
-                    spec.name
+                    "{}: no hyp.snapshot= of {}",
+                    spec.name,
+                    spec::snapshot_placeholder(i)
                 );
             }
             assert!(
@@ -523,17 +564,34 @@ mod tests {
     }
 
     #[test]
-    fn the_snapshot_file_starts_absent_and_its_path_must_fit_a_bootarg() {
+    fn the_snapshot_files_start_absent_and_their_paths_must_fit_a_bootarg() {
         let dir = std::env::temp_dir().join(format!("xtask-scratch-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let file = dir.join("linux/snap/run.snap");
-        prepare_snapshot(Some(&file)).unwrap();
-        assert!(file.parent().unwrap().is_dir() && !file.exists());
-        std::fs::write(&file, b"stale").unwrap();
-        prepare_snapshot(Some(&file)).unwrap();
-        assert!(!file.exists(), "a stale snapshot would be restored");
-        prepare_snapshot(None).unwrap();
+        let files: Vec<PathBuf> = ["base.snap", "d1.snap", "d2.snap"]
+            .iter()
+            .map(|f| dir.join("linux/chain").join(f))
+            .collect();
+        prepare_snapshots(&files).unwrap();
+        assert!(files[0].parent().unwrap().is_dir());
+        assert!(files.iter().all(|f| !f.exists()));
+        for f in &files[1..] {
+            std::fs::write(f, b"stale").unwrap();
+        }
+        prepare_snapshots(&files).unwrap();
+        assert!(
+            files.iter().all(|f| !f.exists()),
+            "a stale diff would be restored"
+        );
+        prepare_snapshots(&[]).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(restored_what(&files[..1]), files[0].display().to_string());
+        assert_eq!(
+            restored_what(&files),
+            format!(
+                "the chain base.snap + d1.snap + d2.snap in {}",
+                dir.join("linux/chain").display()
+            )
+        );
 
         assert_eq!(
             snapshot_arg(Path::new("/t/qemu-logs/a/run.snap")).unwrap(),

@@ -26,10 +26,13 @@
 //! send = poweroff                    # typed on the console (with a newline) once every
 //!                                    # `expect` above it has appeared
 //! send-raw = \x1d                    # the same without the newline (here Ctrl-])
-//! snapshot-file = run.snap           # a file in the test's scratch dir; `{snapshot}` in
-//!                                    # hyp-args is its path
-//! then-restore = true                # after a passing run, restore the snapshot file in a
-//!                                    # second QEMU, checked by the restore-* keys:
+//! snapshot-file = base.snap d1.snap  # files in the test's scratch dir, split at spaces;
+//!                                    # in hyp-args `{snapshot}` is the first one's path,
+//!                                    # `{snapshot2}` the second's, and so on
+//! then-restore = true                # after a passing run, restore the snapshot files in a
+//!                                    # second QEMU (one chain: a full snapshot, then its
+//!                                    # diffs, in the order listed), checked by the
+//!                                    # restore-* keys:
 //! restore-expect = workload: PASS    # must appear, each after the previous (repeatable)
 //! restore-forbid = bad words 1       # must not appear (repeatable)
 //! restore-exit = 0                   # as `exit` (default 0)
@@ -39,6 +42,10 @@
 //! wrap a value in double quotes to keep leading or trailing spaces. `send` and `send-raw`
 //! values take the escapes `\n`, `\r`, `\t`, `\\` and `\xHH` (any byte); any other backslash is
 //! an error.
+//!
+//! Every `snapshot-file` is removed before the first run, and each must be named by its
+//! placeholder in `hyp-args` (nothing else can write it); a placeholder past the files listed,
+//! or any other `{...}`, is an error.
 
 use crate::build::Variant;
 use crate::process::Outcome;
@@ -75,8 +82,36 @@ const KEYS: &[&str] = &[
     "restore-timeout",
 ];
 
-/// What `hyp-args` may say for the path of `snapshot-file`.
+/// What `hyp-args` says for the path of the first `snapshot-file`; the `n`-th (from 2 on) is
+/// [`snapshot_placeholder`]`(n - 1)`, `{snapshotN}`.
 pub const SNAPSHOT_PLACEHOLDER: &str = "{snapshot}";
+
+/// The placeholder of the snapshot file at `index` (0-based) of `snapshot-file`: `{snapshot}`
+/// for the first, `{snapshot2}` for the second, and so on.
+pub fn snapshot_placeholder(index: usize) -> String {
+    match index {
+        0 => SNAPSHOT_PLACEHOLDER.to_string(),
+        i => format!("{{snapshot{}}}", i + 1),
+    }
+}
+
+/// The 0-based file index a placeholder's inside (`snapshot`, `snapshot2`, ...) stands for;
+/// `None` for anything else (`snapshot1`, `snapshot02` and `snapshot0` included, so each file
+/// has one spelling).
+fn placeholder_index(inner: &str) -> Option<usize> {
+    let digits = inner.strip_prefix("snapshot")?;
+    if digits.is_empty() {
+        return Some(0);
+    }
+    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits
+        .parse::<usize>()
+        .ok()
+        .filter(|&n| n >= 2)
+        .map(|n| n - 1)
+}
 
 /// What a test's guest boots.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -138,19 +173,25 @@ pub struct Spec {
     /// Without a guest the hypervisor boots alone.
     pub guest: Option<GuestSpec>,
     /// The hypervisor's bootargs (`/chosen/bootargs` of its boot DTB); empty for none. May
-    /// hold [`SNAPSHOT_PLACEHOLDER`]: see [`Spec::hyp_args_with`].
+    /// hold the snapshot files' placeholders: see [`Spec::hyp_args_with`].
     pub hyp_args: String,
-    /// `snapshot-file`: a plain file name, created in the test's scratch directory.
-    pub snapshot_file: Option<String>,
-    /// `then-restore = true`: what the run restoring `snapshot_file` must show.
+    /// `snapshot-file`: plain file names, created in the test's scratch directory; empty for
+    /// none. A restore takes them as one chain in this order.
+    pub snapshot_files: Vec<String>,
+    /// `then-restore = true`: what the run restoring `snapshot_files` must show.
     pub restore: Option<RestorePhase>,
 }
 
 impl Spec {
-    /// `hyp_args` with [`SNAPSHOT_PLACEHOLDER`] replaced by `snapshot`, the path of the
-    /// snapshot file.
-    pub fn hyp_args_with(&self, snapshot: &str) -> String {
-        self.hyp_args.replace(SNAPSHOT_PLACEHOLDER, snapshot)
+    /// `hyp_args` with each snapshot file's placeholder ([`snapshot_placeholder`]) replaced
+    /// by its path in `snapshots`, in `snapshot_files` order.
+    pub fn hyp_args_with(&self, snapshots: &[&str]) -> String {
+        snapshots
+            .iter()
+            .enumerate()
+            .fold(self.hyp_args.clone(), |args, (i, path)| {
+                args.replace(&snapshot_placeholder(i), path)
+            })
     }
 
     /// The restore run as a spec of its own, for [`judge`]: its checks, no guest to boot and
@@ -168,7 +209,7 @@ impl Spec {
             timeout: phase.timeout,
             guest: None,
             hyp_args: String::new(),
-            snapshot_file: None,
+            snapshot_files: Vec::new(),
             restore: None,
             ..self.clone()
         })
@@ -210,10 +251,22 @@ pub enum SpecErrorKind {
     BadEscape(String),
     /// An `expect-number` value that is not `TEXT >= N`.
     BadExpectNumber(String),
-    /// A `snapshot-file` that is not a plain file name.
+    /// A `snapshot-file` name that is not a plain file name.
     BadSnapshotFile(String),
-    /// `hyp-args` has a `{...}` other than [`SNAPSHOT_PLACEHOLDER`].
+    /// A `snapshot-file` name listed twice.
+    RepeatedSnapshotFile(String),
+    /// `hyp-args` has a `{...}` that is no snapshot file's placeholder.
     UnknownPlaceholder(String),
+    /// `hyp-args` has `{snapshotN}` but `snapshot-file` lists fewer than N files.
+    PlaceholderPastFiles {
+        placeholder: String,
+        files: usize,
+    },
+    /// A `snapshot-file` whose placeholder `hyp-args` does not hold: nothing would write it.
+    UnusedSnapshotFile {
+        file: String,
+        placeholder: String,
+    },
     /// `{snapshot}` in `hyp-args`, or `then-restore`, without `snapshot-file`.
     NeedsSnapshotFile(&'static str),
     /// A `restore-*` key without `then-restore = true`.
@@ -279,17 +332,31 @@ impl fmt::Display for SpecError {
             ),
             SpecErrorKind::BadSnapshotFile(v) => write!(
                 f,
-                "`snapshot-file` must be a plain file name (letters, digits, `.`, `-` and `_`, \
-                 not starting with `.`), not `{v}`"
+                "`snapshot-file` takes plain file names separated by spaces (letters, digits, \
+                 `.`, `-` and `_`, not starting with `.`), not `{v}`"
             ),
+            SpecErrorKind::RepeatedSnapshotFile(v) => {
+                write!(f, "`snapshot-file` lists `{v}` twice")
+            }
             SpecErrorKind::UnknownPlaceholder(v) => write!(
                 f,
-                "`hyp-args` may only hold the placeholder {SNAPSHOT_PLACEHOLDER}, not `{v}`"
+                "`hyp-args` may only hold the snapshot files' placeholders \
+                 {SNAPSHOT_PLACEHOLDER}, {{snapshot2}}, {{snapshot3}}, ..., not `{v}`"
+            ),
+            SpecErrorKind::PlaceholderPastFiles { placeholder, files } => write!(
+                f,
+                "`hyp-args` has {placeholder} but `snapshot-file` lists {files} file{}",
+                if *files == 1 { "" } else { "s" }
+            ),
+            SpecErrorKind::UnusedSnapshotFile { file, placeholder } => write!(
+                f,
+                "`snapshot-file` lists `{file}` but `hyp-args` never names it with \
+                 {placeholder}, so no run would write it"
             ),
             SpecErrorKind::NeedsSnapshotFile(k) => write!(
                 f,
-                "{k} needs `snapshot-file = NAME`: the file in the test's scratch directory \
-                 that {SNAPSHOT_PLACEHOLDER} names"
+                "{k} needs `snapshot-file = NAME...`: the files in the test's scratch directory \
+                 that {SNAPSHOT_PLACEHOLDER}, {{snapshot2}}, ... name"
             ),
             SpecErrorKind::NeedsThenRestore(k) => {
                 write!(f, "`{k}` checks a restore run; add `then-restore = true`")
@@ -376,7 +443,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
         timeout: Duration::from_secs(60),
         guest: None,
         hyp_args: String::new(),
-        snapshot_file: None,
+        snapshot_files: Vec::new(),
         restore: None,
     };
     let mut then_restore = false;
@@ -398,6 +465,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
     let mut guest_keys: Vec<(usize, &'static str)> = Vec::new();
     let mut seen: Vec<&'static str> = Vec::new();
     let mut hyp_args_line = 0;
+    let mut snapshot_file_line = 0;
     let mut features = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
@@ -502,14 +570,23 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
             "exit" => spec.exit = parse_exit(line, value)?,
             "timeout" => spec.timeout = Duration::from_secs(number(value)?),
             "snapshot-file" => {
-                let plain = !value.starts_with('.')
-                    && value
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-                if !plain {
-                    return Err(err(line, SpecErrorKind::BadSnapshotFile(value.to_string())));
+                for name in value.split_whitespace() {
+                    let plain = !name.starts_with('.')
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+                    if !plain {
+                        return Err(err(line, SpecErrorKind::BadSnapshotFile(name.to_string())));
+                    }
+                    if spec.snapshot_files.iter().any(|n| n == name) {
+                        return Err(err(
+                            line,
+                            SpecErrorKind::RepeatedSnapshotFile(name.to_string()),
+                        ));
+                    }
+                    spec.snapshot_files.push(name.to_string());
                 }
-                spec.snapshot_file = Some(value.to_string());
+                snapshot_file_line = line;
             }
             "then-restore" => {
                 then_restore = parse_bool(line, key, value)?;
@@ -598,16 +675,20 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
     if spec.expect.is_empty() && spec.expect_anywhere.is_empty() && spec.expect_number.is_empty() {
         return Err(err(0, SpecErrorKind::NothingChecked));
     }
-    let placeholders = spec.hyp_args.replace(SNAPSHOT_PLACEHOLDER, "");
-    if let Some(at) = placeholders.find(['{', '}']) {
-        let word = placeholders[at..].split_whitespace().next().unwrap_or("");
+    let used = placeholders_used(&spec.hyp_args).map_err(|k| err(hyp_args_line, k))?;
+    if let Some(&past) = used.iter().find(|&&i| i >= spec.snapshot_files.len())
+        && !spec.snapshot_files.is_empty()
+    {
         return Err(err(
             hyp_args_line,
-            SpecErrorKind::UnknownPlaceholder(word.to_string()),
+            SpecErrorKind::PlaceholderPastFiles {
+                placeholder: snapshot_placeholder(past),
+                files: spec.snapshot_files.len(),
+            },
         ));
     }
-    if spec.snapshot_file.is_none() {
-        if spec.hyp_args.contains(SNAPSHOT_PLACEHOLDER) {
+    if spec.snapshot_files.is_empty() {
+        if !used.is_empty() {
             return Err(err(
                 hyp_args_line,
                 SpecErrorKind::NeedsSnapshotFile("{snapshot} in `hyp-args`"),
@@ -632,8 +713,42 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
     } else if let Some(&(line, key)) = restore_keys.first() {
         return Err(err(line, SpecErrorKind::NeedsThenRestore(key)));
     }
+    if let Some((i, file)) =
+        (spec.snapshot_files.iter().enumerate()).find(|(i, _)| !used.contains(i))
+    {
+        return Err(err(
+            snapshot_file_line,
+            SpecErrorKind::UnusedSnapshotFile {
+                file: file.clone(),
+                placeholder: snapshot_placeholder(i),
+            },
+        ));
+    }
     spec.variant = Variant::new(features);
     Ok(spec)
+}
+
+/// The file indexes of the snapshot placeholders in `hyp_args`, sorted, each once; the error
+/// names the first `{...}` (or lone brace) that is not one.
+fn placeholders_used(hyp_args: &str) -> Result<Vec<usize>, SpecErrorKind> {
+    let mut used = Vec::new();
+    let mut rest = hyp_args;
+    while let Some(at) = rest.find(['{', '}']) {
+        let from = &rest[at..];
+        let inner = from
+            .strip_prefix('{')
+            .and_then(|f| f.split_once('}'))
+            .map(|(inner, _)| inner);
+        let Some(index) = inner.and_then(placeholder_index) else {
+            let word = from.split_whitespace().next().unwrap_or("");
+            return Err(SpecErrorKind::UnknownPlaceholder(word.to_string()));
+        };
+        used.push(index);
+        rest = &from[inner.map_or(0, str::len) + 2..];
+    }
+    used.sort_unstable();
+    used.dedup();
+    Ok(used)
 }
 
 fn parse_exit(line: usize, value: &str) -> Result<ExpectedExit, SpecError> {
@@ -1036,9 +1151,9 @@ restore-exit = nonzero
     #[test]
     fn then_restore_describes_a_second_run_from_the_snapshot_file() {
         let spec = parse("linux/snap", RESTORE).unwrap();
-        assert_eq!(spec.snapshot_file.as_deref(), Some("run.snap"));
+        assert_eq!(spec.snapshot_files, ["run.snap"]);
         assert_eq!(
-            spec.hyp_args_with("/t/logs/linux/snap/run.snap"),
+            spec.hyp_args_with(&["/t/logs/linux/snap/run.snap"]),
             "hyp.log=info hyp.snapshot=/t/logs/linux/snap/run.snap@15000"
         );
         assert_eq!(
@@ -1130,7 +1245,7 @@ restore-exit = nonzero
                 }
             )
         );
-        for bad in ["../x", "a/b", ".hidden", "a b", "a,b", "a@1"] {
+        for bad in ["../x", "a/b", ".hidden", "a,b", "a@1"] {
             assert_eq!(
                 kind(&format!("snapshot-file = \"{bad}\"\nexpect = x")),
                 err(1, SpecErrorKind::BadSnapshotFile(bad.into())),
@@ -1142,6 +1257,107 @@ restore-exit = nonzero
                 .to_string()
                 .contains("add `then-restore = true`")
         );
+    }
+
+    const CHAIN: &str = "guest = linux
+snapshot-file = base.snap  d1.snap d2.snap
+hyp-args = hyp.snapshot={snapshot}@12000,live hyp.snapshot={snapshot2}@16000,base={snapshot} hyp.snapshot={snapshot3}@20000,live,base={snapshot2}
+expect = live diff rounds=
+then-restore = true
+restore-expect = restored from a snapshot chain
+";
+
+    #[test]
+    fn snapshot_files_are_listed_by_spaces_and_named_snapshot_snapshot2_and_on() {
+        let spec = parse("linux/chain", CHAIN).unwrap();
+        assert_eq!(spec.snapshot_files, ["base.snap", "d1.snap", "d2.snap"]);
+        assert_eq!(
+            spec.hyp_args_with(&["/s/base.snap", "/s/d1.snap", "/s/d2.snap"]),
+            "hyp.snapshot=/s/base.snap@12000,live hyp.snapshot=/s/d1.snap@16000,base=/s/base.snap \
+             hyp.snapshot=/s/d2.snap@20000,live,base=/s/d1.snap"
+        );
+        assert_eq!(
+            (0..4).map(snapshot_placeholder).collect::<Vec<_>>(),
+            ["{snapshot}", "{snapshot2}", "{snapshot3}", "{snapshot4}"]
+        );
+        // The tenth file's placeholder is not read as the first's or the second's.
+        let names: Vec<String> = (1..=10).map(|i| format!("f{i}")).collect();
+        let args: Vec<String> = (0..10).map(snapshot_placeholder).collect();
+        let ten = parse(
+            "t",
+            &format!(
+                "guest = linux\nsnapshot-file = {}\nhyp-args = {}\nexpect = x",
+                names.join(" "),
+                args.join(" ")
+            ),
+        )
+        .unwrap();
+        let paths: Vec<String> = (1..=10).map(|i| format!("/p{i}")).collect();
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        assert_eq!(ten.hyp_args_with(&paths), paths.join(" "));
+        assert_eq!(
+            placeholders_used("{snapshot2} {snapshot} {snapshot2}"),
+            Ok(vec![0, 1])
+        );
+    }
+
+    #[test]
+    fn snapshot_placeholders_must_match_the_files_listed() {
+        let kind = |text: &str| parse("t", text).unwrap_err();
+        let two = "guest = linux\nsnapshot-file = a b\nexpect = x\nhyp-args = ";
+        assert_eq!(
+            kind(&format!(
+                "{two}hyp.snapshot={{snapshot}}@1 hyp.snapshot={{snapshot3}}@2"
+            )),
+            err(
+                4,
+                SpecErrorKind::PlaceholderPastFiles {
+                    placeholder: "{snapshot3}".into(),
+                    files: 2
+                }
+            )
+        );
+        assert_eq!(
+            kind(&format!("{two}hyp.snapshot={{snapshot}}@1")),
+            err(
+                2,
+                SpecErrorKind::UnusedSnapshotFile {
+                    file: "b".into(),
+                    placeholder: "{snapshot2}".into()
+                }
+            )
+        );
+        for bad in [
+            "{snapshot1}",
+            "{snapshot0}",
+            "{snapshot02}",
+            "{snapshot2x}",
+            "{snapshot",
+            "}",
+        ] {
+            assert_eq!(
+                kind(&format!("{two}{{snapshot}}{{snapshot2}} x={bad}")),
+                err(4, SpecErrorKind::UnknownPlaceholder(bad.into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            kind("guest = linux\nhyp-args = hyp.snapshot={snapshot2}@5\nexpect = x"),
+            err(
+                2,
+                SpecErrorKind::NeedsSnapshotFile("{snapshot} in `hyp-args`")
+            )
+        );
+        assert_eq!(
+            kind("guest = linux\nsnapshot-file = a.snap b a.snap\nexpect = x"),
+            err(2, SpecErrorKind::RepeatedSnapshotFile("a.snap".into()))
+        );
+        assert_eq!(
+            kind("guest = linux\nsnapshot-file = a\nsnapshot-file = b\nexpect = x"),
+            err(3, SpecErrorKind::Repeated("snapshot-file"))
+        );
+        let e = kind(&format!("{two}{{snapshot}}")).to_string();
+        assert!(e.contains("never names it with {snapshot2}"), "{e}");
     }
 
     fn smp4() -> Spec {
