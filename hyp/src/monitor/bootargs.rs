@@ -22,6 +22,15 @@
 //! | `hyp.migrate-storm=PAGES_PER_MS[,vm=VM]` | migrate random pages continuously, this many per millisecond of guest time |
 //! | `hyp.dirty-harvest=MS[,vm=VM]` | log dirty pages from boot and harvest them every `MS` ms |
 //! | `hyp.dirty-check=0\|1` | at every harvest, walk stage 2 and check that writable implies dirty |
+//! | `hyp.dirty-log=FILE` | append each `dirty-harvest` harvest's pages to the host file FILE (format below) |
+//!
+//! The `hyp.dirty-log=` file lets a host-side checker compare the harvests with what a guest
+//! says it wrote. Little-endian; a 48-byte header: magic `"HYPDLOG\0"`, u32 version 1, u32
+//! header length 48, u64 first GFN of RAM, u64 RAM pages, u64 counter frequency, u64 0. Then
+//! one record per harvest: u64 start and u64 end (the guest's virtual counter just before the
+//! harvest began write-protecting and just after it finished), u64 pages harvested, u64 words,
+//! then that many u64 bitmap words (bit `i` of word `w`: GFN `first + 64 w + i` was written
+//! since the previous harvest). A run that was cut short may end inside a record.
 //!
 //! `MS` is 0 to [`MS_MAX`] (the interval of `dirty-harvest` at least 1), `PAGES` 1 to
 //! [`MIGRATE_MAX`], `PAGES_PER_MS` 1 to [`STORM_MAX`]; numbers are plain decimal. `VM` is a
@@ -80,10 +89,11 @@ enum Key {
     MigrateStorm,
     DirtyHarvest,
     DirtyCheck,
+    DirtyLog,
 }
 
 /// Every `hyp.` key this module reads.
-pub static KEYS: [KeySpec; 9] = [
+pub static KEYS: [KeySpec; 10] = [
     key(
         Key::Snapshot,
         "hyp.snapshot=",
@@ -101,6 +111,7 @@ pub static KEYS: [KeySpec; 9] = [
     ),
     key(Key::DirtyHarvest, "hyp.dirty-harvest=", "MS[,vm=VM]"),
     key(Key::DirtyCheck, "hyp.dirty-check=", "0|1"),
+    key(Key::DirtyLog, "hyp.dirty-log=", "FILE"),
 ];
 
 const fn key(key: Key, prefix: &'static str, syntax: &'static str) -> KeySpec {
@@ -148,6 +159,8 @@ pub struct Schedule {
     pub dirty_harvest: Option<Harvest>,
     /// `hyp.dirty-check=1`.
     pub dirty_check: bool,
+    /// `hyp.dirty-log=FILE`.
+    pub dirty_log: Option<HostPath>,
 }
 
 impl Schedule {
@@ -308,6 +321,13 @@ fn parse_value(key: Key, value: &str, schedule: &mut Schedule) -> Result<Option<
         Key::DirtyHarvest => {
             let every_ms = parse_number(head, 1, MS_MAX)?;
             schedule.dirty_harvest = Some(Harvest { every_ms, vm });
+            Ok(None)
+        }
+        Key::DirtyLog => {
+            if opts.vm.is_some() {
+                return Err(Reason::UnknownOption(Word::new("vm")));
+            }
+            schedule.dirty_log = Some(parse_path(head)?);
             Ok(None)
         }
         Key::DirtyCheck => {

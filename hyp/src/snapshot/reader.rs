@@ -555,6 +555,17 @@ fn latest_copies(runs: &[RunRef]) -> Vec<RunRef> {
     out
 }
 
+impl Header {
+    /// Reads and checks only the header at the start of `bytes` (its own CRC included), e.g.
+    /// of a base file too large to read whole just to learn its id.
+    ///
+    /// # Errors
+    /// What [`Snapshot::parse`] says of a bad header.
+    pub fn parse(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        parse_header(bytes)
+    }
+}
+
 fn parse_header(bytes: &[u8]) -> Result<Header, SnapshotError> {
     let truncated = SnapshotError::Truncated {
         what: "header",

@@ -23,6 +23,7 @@
 //! pCPU (an SGI, a UART SPI) kicks that pCPU with a physical SGI.
 
 mod control;
+mod dirty_users;
 mod monitor;
 mod restore;
 mod snapshot;
@@ -119,6 +120,9 @@ pub struct Guest {
     has_uart: bool,
     /// "Logged once" flags: unhandled abort, unknown exit, SError.
     logged: [AtomicBool; 3],
+    /// The dirty log's users (only pCPU 0's monitor and snapshots harvest; a reset clears
+    /// snapshot tracking).
+    dirty: Mutex<dirty_users::DirtyUsers>,
 }
 
 static FRAMES: Once<Mutex<FrameTable>> = Once::new();
@@ -410,6 +414,7 @@ fn assemble(
         boot,
         has_uart: d.vpl011,
         logged: [const { AtomicBool::new(false) }; 3],
+        dirty: Mutex::new(dirty_users::DirtyUsers::new(d.memory)),
     }
 }
 
@@ -637,6 +642,8 @@ fn reset_vm(g: &'static Guest, v: usize) {
         }
         core::hint::spin_loop();
     }
+    // Pages given back cannot be told by a diff: the next snapshot must be a full one.
+    g.dirty.lock().tracked = None;
     if let Err(e) = reclaim_all(g) {
         log::error!(
             "{}: reset: giving memory back: {e}; powering the VM off",

@@ -116,7 +116,13 @@ fn timed_actions() {
 
 #[test]
 fn modes() {
-    let s = ok("hyp.migrate-storm=50 hyp.dirty-harvest=10,vm=2 hyp.dirty-check=1");
+    let s = ok(
+        "hyp.migrate-storm=50 hyp.dirty-harvest=10,vm=2 hyp.dirty-check=1 hyp.dirty-log=/t/h@1.dlog",
+    );
+    assert_eq!(
+        s.dirty_log.as_ref().map(|p| p.as_str()),
+        Some("/t/h@1.dlog")
+    );
     assert_eq!(
         s.migrate_storm,
         Some(Storm {
@@ -197,11 +203,11 @@ fn malformed_values_are_reported_and_skipped() {
     let cases: &[(&str, &str)] = &[
         (
             "hyp.pasue=1",
-            "ignoring bootarg `hyp.pasue=1`: unknown key (known: hyp.log hyp.snapshot hyp.pause hyp.resume hyp.migrate hyp.dirty hyp.stats hyp.migrate-storm hyp.dirty-harvest hyp.dirty-check)",
+            "ignoring bootarg `hyp.pasue=1`: unknown key (known: hyp.log hyp.snapshot hyp.pause hyp.resume hyp.migrate hyp.dirty hyp.stats hyp.migrate-storm hyp.dirty-harvest hyp.dirty-check hyp.dirty-log)",
         ),
         (
             "hyp.pause",
-            "ignoring bootarg `hyp.pause`: unknown key (known: hyp.log hyp.snapshot hyp.pause hyp.resume hyp.migrate hyp.dirty hyp.stats hyp.migrate-storm hyp.dirty-harvest hyp.dirty-check)",
+            "ignoring bootarg `hyp.pause`: unknown key (known: hyp.log hyp.snapshot hyp.pause hyp.resume hyp.migrate hyp.dirty hyp.stats hyp.migrate-storm hyp.dirty-harvest hyp.dirty-check hyp.dirty-log)",
         ),
         (
             "hyp.pause=",
@@ -286,6 +292,10 @@ fn malformed_values_are_reported_and_skipped() {
         (
             "hyp.dirty-check=yes",
             "ignoring bootarg `hyp.dirty-check=yes`: `yes` is not one of 0|1 (want hyp.dirty-check=0|1)",
+        ),
+        (
+            "hyp.dirty-log=a,vm=1",
+            "ignoring bootarg `hyp.dirty-log=a,vm=1`: unknown option `vm` (want hyp.dirty-log=FILE)",
         ),
         (
             "hyp.dirty-check=1,vm=1",

@@ -9,10 +9,11 @@
 //! reaches it, a migration storm and periodic dirty harvests advance at every service point.
 
 use super::control::{self, Rng};
+use super::dirty_users::{self, User};
 use super::{GUESTS, Guest, frames};
 use crate::arch::aarch64::console;
 use crate::arch::aarch64::guest_irq;
-use crate::arch::aarch64::stage2::HwFrameData;
+use crate::arch::aarch64::semihosting::HostFile;
 use crate::arch::aarch64::sysreg::{counter, counter_frequency};
 use crate::mm::addr::PAGE_SIZE;
 use crate::mm::ownership::{FrameState, Owner};
@@ -76,6 +77,7 @@ struct Unattended {
     storm_last_ms: u64,
     harvest_last_ms: u64,
     rng: Rng,
+    dirty_log: Option<DirtyLogFile>,
 }
 
 static UNATTENDED: Once<Mutex<Unattended>> = Once::new();
@@ -117,8 +119,19 @@ pub(super) fn init(guests: &[&'static Guest], bootargs: &str) {
             }
         );
     }
+    let dirty_log = schedule.dirty_log.clone().map(|path| {
+        if schedule.dirty_harvest.is_none() {
+            log::warn!("hyp.dirty-log= without hyp.dirty-harvest=: nothing will be logged");
+        }
+        DirtyLogFile {
+            path,
+            file: None,
+            failed: false,
+        }
+    });
     UNATTENDED.call_once(|| {
         Mutex::new(Unattended {
+            dirty_log,
             schedule,
             storm_last_ms: 0,
             harvest_last_ms: 0,
@@ -279,7 +292,7 @@ fn unattended() {
             if !logging(t) {
                 dirty(t, DirtyOp::Start);
             }
-            harvest(t, check);
+            harvest(t, check, u.dirty_log.as_mut());
         }
         // From the end of this harvest: the guest always runs `every_ms` between two, however
         // long a harvest (and its check) takes.
@@ -327,17 +340,24 @@ pub(super) fn storm_moved() -> Option<u64> {
         .map(|_| STORM_MOVED.load(Ordering::Relaxed))
 }
 
-/// Harvests `t`'s dirty log; with `check`, walks its stage-2 tables afterwards and stops the
-/// machine if a writable entry maps a page whose dirty bit is clear.
-fn harvest(t: &Guest, check: bool) -> Option<u64> {
-    let mut bits = alloc::vec![0u64; (t.ram.1 / PAGE_SIZE).div_ceil(64) as usize];
-    match t.mem.harvest_dirty_log(0, &mut bits) {
+/// Harvests `t`'s dirty log for the monitor; with `check`, walks its stage-2 tables
+/// afterwards and stops the machine if a writable entry maps a page whose dirty bit is clear.
+/// The pages go to `log` if given.
+fn harvest(t: &Guest, check: bool, log: Option<&mut DirtyLogFile>) -> Option<u64> {
+    let mut bits = alloc::vec![0u64; dirty_users::words(t)];
+    let start = guest_counter(t);
+    let harvested = t.dirty.lock().harvest(t, User::Monitor, &mut bits);
+    let end = guest_counter(t);
+    match harvested {
         Ok(n) => {
             t.stats.count(Counter::Harvests);
             t.stats.add(Counter::DirtyHarvested, n);
             if check {
                 // Panics (a hypervisor bug, reported as such) when an invariant is broken.
                 t.mem.check_invariants(&frames().lock());
+            }
+            if let Some(log) = log {
+                log.record(t, start, end, n, &bits);
             }
             Some(n)
         }
@@ -348,19 +368,78 @@ fn harvest(t: &Guest, check: bool) -> Option<u64> {
     }
 }
 
+fn guest_counter(t: &Guest) -> u64 {
+    counter().wrapping_sub(t.hw.cntvoff)
+}
+
+/// The `hyp.dirty-log=` file (format in `monitor::bootargs`).
+struct DirtyLogFile {
+    path: crate::monitor::path::HostPath,
+    /// `None` until the first harvest opens it (the VM's RAM is known then), and after a
+    /// write failed (reported once).
+    file: Option<HostFile>,
+    failed: bool,
+}
+
+impl DirtyLogFile {
+    fn record(&mut self, t: &Guest, start: u64, end: u64, count: u64, bits: &[u64]) {
+        if self.failed {
+            return;
+        }
+        let mut out = alloc::vec::Vec::with_capacity(48 + 32 + bits.len() * 8);
+        if self.file.is_none() {
+            out.extend_from_slice(b"HYPDLOG\0");
+            out.extend_from_slice(&1u32.to_le_bytes());
+            out.extend_from_slice(&48u32.to_le_bytes());
+            for w in [
+                t.ram.0 / PAGE_SIZE,
+                t.ram.1 / PAGE_SIZE,
+                counter_frequency(),
+                0,
+            ] {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        for w in [start, end, count, bits.len() as u64] {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        for w in bits {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        let written = match self.file.as_mut() {
+            Some(f) => f.write_all(&out),
+            None => HostFile::create(self.path.as_str()).and_then(|mut f| {
+                let r = f.write_all(&out);
+                self.file = Some(f);
+                r
+            }),
+        };
+        if let Err(e) = written {
+            self.failed = true;
+            log::error!("dirty log {}: {e}; no more harvests are logged", self.path);
+        }
+    }
+}
+
 fn dirty(t: &Guest, op: DirtyOp) {
     match op {
-        DirtyOp::Start => match t.mem.enable_dirty_log(frames(), &mut HwFrameData, 0) {
-            Ok(()) => log::info!("{}: dirty logging on", t.name),
+        DirtyOp::Start => match t.dirty.lock().join(t, User::Monitor) {
+            Ok(true) => log::info!("{}: dirty logging on", t.name),
+            Ok(false) => say(format_args!("{}: dirty start: already logging", t.name)),
             Err(e) => say(format_args!("{}: dirty start: {e}", t.name)),
         },
-        DirtyOp::Stop => match t.mem.disable_dirty_log(frames(), &mut HwFrameData, 0) {
-            Ok(()) => log::info!("{}: dirty logging off", t.name),
+        DirtyOp::Stop => match t.dirty.lock().leave(t, User::Monitor) {
+            Ok(true) => log::info!("{}: dirty logging off", t.name),
+            Ok(false) => say(format_args!("{}: dirty stop: not logging", t.name)),
             Err(e) => say(format_args!("{}: dirty stop: {e}", t.name)),
         },
         DirtyOp::Stats => {
             let logging = logging(t);
-            let n = if logging { harvest(t, false) } else { None };
+            let n = if logging {
+                harvest(t, false, None)
+            } else {
+                None
+            };
             let s = DirtyStats {
                 logging,
                 dirty_pages: n.unwrap_or(0),
@@ -372,14 +451,9 @@ fn dirty(t: &Guest, op: DirtyOp) {
     }
 }
 
-/// Whether `t`'s RAM is being dirty-logged.
+/// Whether the monitor is logging `t`'s dirty pages (snapshot tracking may log them too).
 fn logging(t: &Guest) -> bool {
-    t.mem
-        .dirty_observer()
-        .logged_bit(crate::mm::addr::Gfn::containing(crate::mm::addr::Ipa::new(
-            t.ram.0,
-        )))
-        .is_some()
+    t.dirty.lock().is_user(User::Monitor)
 }
 
 fn number(t: &Guest) -> VmNumber {

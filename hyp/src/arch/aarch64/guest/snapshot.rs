@@ -8,11 +8,19 @@
 //! written before the pre-copy, so the guest's counter when the vCPUs stopped goes in a TIMER
 //! section: restored with the header's, the guest's clock went back by the pre-copy's length
 //! and a restored Linux stalled.
+//!
+//! Diffs (`--base FILE`, like Firecracker's diff snapshots): after any snapshot completes, the
+//! VM's dirty log stays on as snapshot tracking (`dirty_users`), so the pages written since
+//! that snapshot are known; a diff saves just those (coherent: while paused; live: as the
+//! first pre-copy round) plus complete vCPU and device state, and tracking continues from it.
+//! The base named must be the VM's latest snapshot (its header's id is checked), so a chain
+//! base, diff 1, diff 2, ... restores the memory of the last. A reset (memory given back) or a
+//! failed snapshot ends tracking: the next snapshot must be full.
 
+use super::Guest;
 use super::control::{self, VcpuSaved};
-use super::{Guest, frames};
+use super::dirty_users::{self, Tracked, User};
 use crate::arch::aarch64::semihosting::{HostFile, HostFileError};
-use crate::arch::aarch64::stage2::HwFrameData;
 use crate::arch::aarch64::sysreg::{counter, counter_frequency};
 use crate::mm::addr::{Ipa, PAGE_SIZE};
 use crate::mm::ownership::GuestPage;
@@ -71,20 +79,25 @@ fn say(args: core::fmt::Arguments<'_>) {
 /// Takes the snapshot `req` of `t` on pCPU 0; `me` is this pCPU's vCPU if it belongs to `t`
 /// (then already parked).
 pub(super) fn take(t: &Guest, me: Option<usize>, req: &SnapshotRequest) {
-    if req.base.is_some() {
-        say(format_args!(
-            "{}: snapshot: diff snapshots are not implemented yet; take a full one",
-            t.name
-        ));
-        return;
-    }
+    let file = req.file.as_str();
+    let kind = match &req.base {
+        None => Kind::Full,
+        Some(base) => match diff_base(t, file, base.as_str()) {
+            Ok(base_id) => Kind::Diff { base_id },
+            Err(e) => {
+                say(format_args!("{}: snapshot {file}: {e}", t.name));
+                return;
+            }
+        },
+    };
+    let diff = kind != Kind::Full;
     if req.live {
-        match take_live(t, me, req.file.as_str()) {
+        match take_live(t, me, file, kind) {
             Ok(r) => crate::monitor::stats::snapshot_report(
                 &crate::monitor::stats::SnapshotReport {
-                    file: req.file.as_str(),
+                    file,
                     live: true,
-                    diff: false,
+                    diff,
                     rounds: &r.rounds,
                     paused_pages: r.paused_pages,
                     paused_us: r.paused_us,
@@ -92,7 +105,7 @@ pub(super) fn take(t: &Guest, me: Option<usize>, req: &SnapshotRequest) {
                 },
                 &mut |a| say(a),
             ),
-            Err(e) => say(format_args!("{}: live snapshot {}: {e}", t.name, req.file)),
+            Err(e) => say(format_args!("{}: live snapshot {file}: {e}", t.name)),
         }
         control::resume(t);
         return;
@@ -103,18 +116,94 @@ pub(super) fn take(t: &Guest, me: Option<usize>, req: &SnapshotRequest) {
         return;
     }
     let paused_at = counter();
-    match write(t, req.file.as_str()) {
+    match write(t, file, kind) {
         Ok((pages, bytes)) => {
             let us = (counter() - paused_at) * 1_000_000 / counter_frequency();
-            say(format_args!(
-                "{}: snapshot {}: {pages} pages, {bytes} bytes, paused {us} us",
-                t.name, req.file
-            ));
+            if diff {
+                crate::monitor::stats::snapshot_report(
+                    &crate::monitor::stats::SnapshotReport {
+                        file,
+                        live: false,
+                        diff,
+                        rounds: &[],
+                        paused_pages: pages,
+                        paused_us: us,
+                        file_bytes: bytes,
+                    },
+                    &mut |a| say(a),
+                );
+            } else {
+                say(format_args!(
+                    "{}: snapshot {file}: {pages} pages, {bytes} bytes, paused {us} us",
+                    t.name
+                ));
+            }
         }
-        Err(e) => say(format_args!("{}: snapshot {}: {e}", t.name, req.file)),
+        Err(e) => say(format_args!("{}: snapshot {file}: {e}", t.name)),
     }
     if !was_paused {
         control::resume(t);
+    }
+}
+
+/// The id a diff of `t` relative to the snapshot file `base` names: `base` must be the VM's
+/// latest snapshot, the one its writes have been tracked since.
+fn diff_base(t: &Guest, file: &str, base: &str) -> Result<u64, Failure> {
+    if file == base {
+        return Err("a diff cannot overwrite its own base".into());
+    }
+    let mut bytes = [0u8; crate::snapshot::HEADER_LEN];
+    HostFile::open_read(base)
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| alloc::format!("base {base}: {e}"))?;
+    let h = Header::parse(&bytes).map_err(|e| alloc::format!("base {base}: {e}"))?;
+    let Some(tracked) = t.dirty.lock().tracked.clone() else {
+        return Err(alloc::format!(
+            "base {base}: no writes of this VM are tracked since a snapshot; take a full one \
+             first (tracking starts with it, and stops at a reset or a failed snapshot)"
+        ));
+    };
+    if h.id != tracked.id {
+        return Err(alloc::format!(
+            "base {base} is snapshot {:#x}, but this VM's writes are tracked since its latest \
+             snapshot {:#x} ({}); a diff is relative to the latest snapshot",
+            h.id,
+            tracked.id,
+            tracked.file
+        ));
+    }
+    Ok(h.id)
+}
+
+/// After a snapshot of kind `kind`, successful or not: on success the VM's writes from now
+/// on are what the next diff saves; on failure tracking stops (pages already harvested for
+/// it are lost, so no diff may follow until a full snapshot).
+fn track(t: &Guest, header: &Header, file: &str, ok: bool) {
+    let mut d = t.dirty.lock();
+    if ok {
+        d.tracked = Some(Tracked {
+            id: header.id,
+            file: file.into(),
+        });
+    } else if let Err(e) = d.leave(t, User::Snapshots) {
+        say(format_args!("{}: snapshot tracking off: {e}", t.name));
+    }
+}
+
+/// Joins snapshot tracking for a snapshot of kind `kind` about to save `t`'s memory: a full
+/// one starts tracking from now, a diff must already be tracking.
+fn start_tracking(t: &Guest, kind: Kind) -> Result<(), Failure> {
+    let mut d = t.dirty.lock();
+    match kind {
+        Kind::Full => {
+            if !d.join(t, User::Snapshots)? {
+                d.discard(t, User::Snapshots)?;
+            }
+            d.tracked = None;
+            Ok(())
+        }
+        Kind::Diff { .. } if d.is_user(User::Snapshots) => Ok(()),
+        Kind::Diff { .. } => Err("snapshot tracking stopped meanwhile".into()),
     }
 }
 
@@ -190,11 +279,11 @@ fn text(e: impl core::fmt::Display) -> Failure {
     e.to_string()
 }
 
-fn header(t: &Guest, live: bool) -> Result<Header, Failure> {
+fn header(t: &Guest, live: bool, kind: Kind) -> Result<Header, Failure> {
     let name = VmName::new(t.name).ok_or("the VM's name does not fit the format")?;
     Ok(Header {
         id: counter(),
-        kind: Kind::Full,
+        kind,
         config: VmConfig {
             name,
             vcpus: t.power.vcpus() as u32,
@@ -269,17 +358,33 @@ fn write_pages(
     Ok(written)
 }
 
-/// Writes the paused VM `t` to `path`; returns (pages, bytes).
-fn write(t: &Guest, path: &str) -> Result<(u64, u64), Failure> {
-    let header = header(t, false)?;
+/// Writes the paused VM `t` to `path`, all its pages or (a diff) those written since its
+/// base; returns (pages, bytes).
+fn write(t: &Guest, path: &str, kind: Kind) -> Result<(u64, u64), Failure> {
+    let header = header(t, false, kind)?;
+    let result = start_tracking(t, kind).and_then(|()| write_paused(t, path, &header));
+    track(t, &header, path, result.is_ok());
+    result
+}
+
+fn write_paused(t: &Guest, path: &str, header: &Header) -> Result<(u64, u64), Failure> {
+    let mut bits = alloc::vec![0u64; dirty_users::words(t)];
+    let diff = header.kind != Kind::Full;
+    if diff {
+        t.dirty.lock().harvest(t, User::Snapshots, &mut bits)?;
+    }
     let mut sink = HostSink::new(HostFile::create(path).map_err(text)?);
-    let mut w = SnapshotWriter::begin(&mut sink, &header).map_err(text)?;
+    let mut w = SnapshotWriter::begin(&mut sink, header).map_err(text)?;
     write_states(&mut w, t)?;
     let mut buf = alloc::vec![0u8; (RUN_PAGES * PAGE_SIZE) as usize];
-    write_pages(&mut w, t, &mut buf, |_| true)?;
+    write_pages(&mut w, t, &mut buf, |i| !diff || dirty(&bits, i))?;
     let summary = w.finish().map_err(text)?;
     sink.flush().map_err(text)?;
     Ok((summary.pages, summary.bytes))
+}
+
+fn dirty(bits: &[u64], i: u64) -> bool {
+    bits[(i / 64) as usize] & (1 << (i % 64)) != 0
 }
 
 /// Pre-copy rounds at most; the last dirty pages then go while the VM is paused.
@@ -296,29 +401,40 @@ struct LiveReport {
     bytes: u64,
 }
 
-/// A live (pre-copy) snapshot: dirty logging on, every populated page copied while the other
-/// vCPUs run, then rounds of harvest + copy until a round is small or `MAX_ROUNDS`, then the
-/// VM is paused for the last dirty pages and the vCPU and device state. `me` (this pCPU's vCPU
-/// of `t`, if any) is held at EL2 throughout.
-fn take_live(t: &Guest, me: Option<usize>, path: &str) -> Result<LiveReport, Failure> {
-    t.mem
-        .enable_dirty_log(frames(), &mut HwFrameData, 0)
-        .map_err(|e| alloc::format!("{e} (a live snapshot needs the dirty log to itself)"))?;
-    let result = live_rounds(t, me, path);
-    let _ = t.mem.disable_dirty_log(frames(), &mut HwFrameData, 0);
+/// A live (pre-copy) snapshot: dirty logging on, every populated page (a diff: every page
+/// written since its base) copied while the other vCPUs run, then rounds of harvest + copy
+/// until a round is small or `MAX_ROUNDS`, then the VM is paused for the last dirty pages and
+/// the vCPU and device state. `me` (this pCPU's vCPU of `t`, if any) is held at EL2
+/// throughout. The dirty log stays on afterwards, tracking writes for the next diff.
+fn take_live(t: &Guest, me: Option<usize>, path: &str, kind: Kind) -> Result<LiveReport, Failure> {
+    let header = header(t, true, kind)?;
+    let result = start_tracking(t, kind).and_then(|()| live_rounds(t, me, path, &header));
+    track(t, &header, path, result.is_ok());
     result
 }
 
-fn live_rounds(t: &Guest, me: Option<usize>, path: &str) -> Result<LiveReport, Failure> {
-    let header = header(t, true)?;
+fn live_rounds(
+    t: &Guest,
+    me: Option<usize>,
+    path: &str,
+    header: &Header,
+) -> Result<LiveReport, Failure> {
+    let harvest = |bits: &mut [u64]| t.dirty.lock().harvest(t, User::Snapshots, bits);
     let mut sink = HostSink::new(HostFile::create(path).map_err(text)?);
-    let mut w = SnapshotWriter::begin(&mut sink, &header).map_err(text)?;
+    let mut w = SnapshotWriter::begin(&mut sink, header).map_err(text)?;
     let mut buf = alloc::vec![0u8; (RUN_PAGES * PAGE_SIZE) as usize];
-    let mut rounds = alloc::vec![write_pages(&mut w, t, &mut buf, |_| true)?];
-    let mut bits = alloc::vec![0u64; (t.ram.1 / PAGE_SIZE).div_ceil(64) as usize];
-    let dirty = |bits: &[u64], i: u64| bits[(i / 64) as usize] & (1 << (i % 64)) != 0;
+    let mut bits = alloc::vec![0u64; dirty_users::words(t)];
+    let first = if header.kind == Kind::Full {
+        write_pages(&mut w, t, &mut buf, |_| true)?
+    } else {
+        harvest(&mut bits)?;
+        let n = write_pages(&mut w, t, &mut buf, |i| dirty(&bits, i))?;
+        bits.fill(0);
+        n
+    };
+    let mut rounds = alloc::vec![first];
     for _ in 0..MAX_ROUNDS {
-        let n = t.mem.harvest_dirty_log(0, &mut bits).map_err(text)?;
+        let n = harvest(&mut bits)?;
         if n <= SMALL_ROUND {
             // Left in `bits`: the final harvest ORs into them.
             break;
@@ -328,7 +444,7 @@ fn live_rounds(t: &Guest, me: Option<usize>, path: &str) -> Result<LiveReport, F
     }
     control::pause(t, me).map_err(text)?;
     let paused_at = counter();
-    t.mem.harvest_dirty_log(0, &mut bits).map_err(text)?;
+    harvest(&mut bits)?;
     let paused_pages = write_pages(&mut w, t, &mut buf, |i| dirty(&bits, i))?;
     write_states(&mut w, t)?;
     let summary = w.finish().map_err(text)?;
