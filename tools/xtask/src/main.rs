@@ -8,6 +8,7 @@ mod bootdtb;
 mod build;
 mod check;
 mod debian;
+mod dirtylog;
 mod exit;
 mod guest;
 mod host_tests;
@@ -72,6 +73,13 @@ enum Xtask {
     /// Each file is validated with the hypervisor's own parser first; an invalid one prints the
     /// parser's error and exits with status 1, as do files that do not form a chain.
     SnapshotInfo(snapshot::InfoArgs),
+    /// Check that every page write a `workload --pagelog` run logged on the console is in the
+    /// hypervisor's dirty-log harvests (the `hyp.dirty-log=FILE` file).
+    ///
+    /// Prints a one-line summary (harvests, batches and page writes checked, batches that could
+    /// not be); exits with status 1 naming the first missed writes, a malformed file, or a run
+    /// with too little checked.
+    DirtyCheck(dirtylog::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +90,7 @@ fn main() -> ExitCode {
         Xtask::Check => check::run(),
         Xtask::Bench(args) => bench::run(&args),
         Xtask::SnapshotInfo(args) => snapshot::info(&args),
+        Xtask::DirtyCheck(args) => dirtylog::run(&args),
     };
     exit::report(result)
 }
