@@ -7,6 +7,7 @@
 //! from the value saved (CNTVOFF is chosen so), so guest time does not jump.
 
 use super::control::{self, VcpuSaved};
+use super::dirty_users::{Tracked, User};
 use super::{CreateError, Guest, assemble, guest_console, module_bytes, new_memory, populate};
 use crate::arch::aarch64::fpsimd::FpState;
 use crate::arch::aarch64::guest_irq;
@@ -162,6 +163,25 @@ pub(super) fn create(
     };
     let cntvoff = counter().wrapping_sub(guest_counter);
     let g = assemble(d, first_pcpu, config, mem, cntvoff, vgic, uart, None);
+    // The VM's memory is the newest snapshot's: a diff taken now can continue the chain.
+    {
+        let mut dirty = g.dirty.lock();
+        match dirty.join(&g, User::Snapshots) {
+            Ok(_) => {
+                dirty.tracked = Some(Tracked {
+                    id: h.id,
+                    file: format!(
+                        "the snapshot restored, module {}",
+                        chain[chain.len() - 1].node
+                    ),
+                });
+            }
+            Err(e) => log::warn!(
+                "{}: no snapshot tracking ({e}): the next snapshot must be a full one",
+                d.name
+            ),
+        }
+    }
     let mut on = 0;
     for s in snap.vcpus() {
         if s.power == PowerState::On {

@@ -9,7 +9,7 @@
 //! section: restored with the header's, the guest's clock went back by the pre-copy's length
 //! and a restored Linux stalled.
 //!
-//! Diffs (`--base FILE`, like Firecracker's diff snapshots): after any snapshot completes, the
+//! Diffs (`--base FILE`, like Firecracker's diff snapshots): after any snapshot completes (or a restore), the
 //! VM's dirty log stays on as snapshot tracking (`dirty_users`), so the pages written since
 //! that snapshot are known; a diff saves just those (coherent: while paused; live: as the
 //! first pre-copy round) plus complete vCPU and device state, and tracking continues from it.
