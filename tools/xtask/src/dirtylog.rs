@@ -40,6 +40,8 @@ const RECORD_HEAD: usize = 32;
 pub const MIN_CHECKED_BATCHES: usize = 20;
 /// Missed writes named in the error; the rest are counted.
 const SHOWN_MISSES: usize = 5;
+/// How many harvests away the control looks (see [`check`]).
+const CONTROL_SHIFT: usize = 8;
 /// What the guest program's lines start with (after the hypervisor's `domU1| `).
 const PREFIX: &str = "pagelog: ";
 
@@ -112,6 +114,12 @@ pub fn check(console_log: &str, dirty_log: &[u8]) -> Result<String, String> {
                     window: window.clone(),
                 });
             }
+            if let Some(control) = control_window(&window, log.harvests.len()) {
+                tally.control_tried += 1;
+                if log.harvests[control].iter().any(|hv| hv.dirty(frame)) {
+                    tally.control_hits += 1;
+                }
+            }
         }
     }
     if !misses.is_empty() {
@@ -127,15 +135,26 @@ pub fn check(console_log: &str, dirty_log: &[u8]) -> Result<String, String> {
             log.harvests.len()
         ));
     }
+    // A hypervisor that marked every page dirty in every harvest would pass the check above.
+    if tally.control_tried >= MIN_CHECKED_BATCHES && tally.control_hits * 2 > tally.control_tried {
+        return Err(format!(
+            "the harvests mark the written pages dirty almost everywhere: {} of {} writes are \
+             also dirty in harvests {CONTROL_SHIFT} away from their own, so finding them proves \
+             nothing",
+            tally.control_hits, tally.control_tried
+        ));
+    }
     let span = tally.last_t1 - tally.first_t0.unwrap_or(tally.last_t1);
     let mut summary = format!(
         "dirty-log check passed: {} harvests; {} batches, {} page writes to {} pages over {:.1} \
-         s of guest time, all found in their harvests; {} batches uncheckable",
+         s of guest time, all found in their harvests ({:.1}% of them also dirty {CONTROL_SHIFT} \
+         harvests away); {} batches uncheckable",
         log.harvests.len(),
         tally.batches,
         tally.writes,
         run.frames.len(),
         span as f64 / h.frequency as f64,
+        100.0 * tally.control_hits as f64 / tally.control_tried.max(1) as f64,
         tally.unchecked
     );
     if log.trailing > 0 {
@@ -155,6 +174,26 @@ struct Tally {
     unchecked: usize,
     first_t0: Option<u64>,
     last_t1: u64,
+    /// Writes looked for in the control window, and found there.
+    control_tried: usize,
+    control_hits: usize,
+}
+
+/// The control for a write whose harvests are `window`: as many harvests, [`CONTROL_SHIFT`]
+/// later (or earlier, near the end of the log), where that write cannot be. Its page is dirty
+/// there only through other writes to it, so the rate at which writes are "found" there says
+/// how much finding them in their own window means.
+fn control_window(
+    window: &std::ops::Range<usize>,
+    harvests: usize,
+) -> Option<std::ops::Range<usize>> {
+    let len = window.len();
+    let later = window.start + CONTROL_SHIFT;
+    if later + len <= harvests {
+        return Some(later..later + len);
+    }
+    let earlier = window.start.checked_sub(CONTROL_SHIFT)?;
+    Some(earlier..earlier + len)
 }
 
 /// A write not found in any harvest it could be in.
@@ -605,7 +644,15 @@ mod tests {
         let batches: Vec<_> = (0..30u32)
             .map(|i| {
                 let t0 = 1030 + 50 * u64::from(i);
-                (t0, t0 + 10, vec![i % RUN_PAGES, (i * 7 + 3) % RUN_PAGES, 5])
+                (
+                    t0,
+                    t0 + 10,
+                    vec![
+                        i % RUN_PAGES,
+                        (i * 7 + 3) % RUN_PAGES,
+                        (i * 13 + 5) % RUN_PAGES,
+                    ],
+                )
             })
             .collect();
         let harvests = (0..15u64)
@@ -643,7 +690,7 @@ mod tests {
     #[test]
     fn a_missed_write_is_named() {
         let (batches, mut harvests) = passing();
-        // Batch 4 (1230..1240) wrote page 4 (and 11 and 5), which harvest 3 (1300) must have.
+        // Batch 4 (1230..1240) wrote page 4 (and 11 and 17), which harvest 3 (1300) must have.
         let lost = gfn(4);
         harvests[3].2.retain(|&g| g != lost);
         let err = check(&console(&batches), &as_file(&harvests)).unwrap_err();
@@ -659,28 +706,36 @@ mod tests {
 
     #[test]
     fn a_write_during_a_harvest_may_be_in_that_harvest_or_the_next() {
-        let mut batches: Vec<_> = (0..25u64)
-            .map(|i| (1100 + 100 * i + 5, 1100 + 100 * i + 15, vec![1u32]))
+        let batches: Vec<_> = (0..25u64)
+            .map(|i| {
+                (
+                    1100 + 100 * i + 5,
+                    1100 + 100 * i + 15,
+                    vec![i as u32 % RUN_PAGES],
+                )
+            })
             .collect();
         // A harvest runs from 1000 + 100 k to + 20: every batch overlaps one.
         let harvests = |in_next: bool| -> Vec<HarvestSpec> {
             (0..28u64)
                 .map(|k| {
                     let start = 1000 + 100 * k;
-                    let hit = if in_next { k >= 2 } else { k >= 1 };
-                    (start, start + 20, if hit { vec![gfn(1)] } else { vec![] })
+                    // Batch i runs during harvest i + 1.
+                    let batch = k.checked_sub(if in_next { 2 } else { 1 });
+                    let dirty = batch.map(|i| gfn(i as u32 % RUN_PAGES));
+                    (start, start + 20, dirty.into_iter().collect())
                 })
                 .collect()
         };
         assert!(check(&console(&batches), &as_file(&harvests(false))).is_ok());
         assert!(check(&console(&batches), &as_file(&harvests(true))).is_ok());
         // Dirty only in the harvest before the one running: missed.
-        batches[10].2 = vec![2];
         let mut h = harvests(false);
-        h[10].2.push(gfn(2));
+        h[11].2.clear();
+        h[10].2.push(gfn(10));
         let err = check(&console(&batches), &as_file(&h)).unwrap_err();
         assert!(
-            err.contains("page 2 ") && err.contains("harvest 11 (2100..2120), harvest 12"),
+            err.contains("page 10 ") && err.contains("harvest 11 (2100..2120), harvest 12"),
             "{err}"
         );
     }
@@ -702,6 +757,20 @@ mod tests {
         assert_eq!(window.window(999, 1005), None, "before the first harvest");
         window.harvests.clear();
         assert_eq!(window.window(5000, 5001), None);
+    }
+
+    #[test]
+    fn harvests_with_every_page_dirty_prove_nothing() {
+        let (batches, mut harvests) = passing();
+        for h in &mut harvests {
+            h.2 = (0..RUN_PAGES).map(gfn).collect();
+        }
+        let err = check(&console(&batches), &as_file(&harvests)).unwrap_err();
+        // 26 of the 28 checked batches have a control window 8 harvests away.
+        assert!(err.contains("78 of 78 writes are also dirty"), "{err}");
+        assert_eq!(control_window(&(3..5), 15), Some(11..13));
+        assert_eq!(control_window(&(13..14), 15), Some(5..6));
+        assert_eq!(control_window(&(3..5), 10), None);
     }
 
     #[test]
@@ -798,16 +867,16 @@ mod tests {
         let moved = good.replace("moved 0", "moved 2");
         assert!(err(&moved).contains("2 pages moved"), "{}", err(&moved));
         // A line lost: the counts in `done` disagree.
-        let lost = good.replace("domU1| pagelog: w 7 1380 1390 7 12 5\n", "");
+        let lost = good.replace("domU1| pagelog: w 7 1380 1390 7 12 16\n", "");
         assert_ne!(lost, good);
         assert!(err(&lost).contains("lines are missing"), "{}", err(&lost));
         let garbled = good.replace(
-            "pagelog: w 7 1380 1390 7 12 5",
+            "pagelog: w 7 1380 1390 7 12 16",
             "pagelog: w 7 1380 13[ 1.2] x",
         );
         assert!(err(&garbled).contains("line "), "{}", err(&garbled));
         let out_of_range = good.replace(
-            "pagelog: w 7 1380 1390 7 12 5",
+            "pagelog: w 7 1380 1390 7 12 16",
             "pagelog: w 7 1380 1390 7 12 20",
         );
         assert!(
