@@ -136,7 +136,15 @@ pub fn check(console_log: &str, dirty_log: &[u8]) -> Result<String, String> {
         ));
     }
     // A hypervisor that marked every page dirty in every harvest would pass the check above.
-    if tally.control_tried >= MIN_CHECKED_BATCHES && tally.control_hits * 2 > tally.control_tried {
+    if tally.control_tried < MIN_CHECKED_BATCHES {
+        return Err(format!(
+            "only {} writes have a control window {CONTROL_SHIFT} harvests away ({} harvests), \
+             so a log marking every page dirty could not be told from a good one",
+            tally.control_tried,
+            log.harvests.len()
+        ));
+    }
+    if tally.control_hits * 2 > tally.control_tried {
         return Err(format!(
             "the harvests mark the written pages dirty almost everywhere: {} of {} writes are \
              also dirty in harvests {CONTROL_SHIFT} away from their own, so finding them proves \
@@ -771,6 +779,16 @@ mod tests {
         assert_eq!(control_window(&(3..5), 15), Some(11..13));
         assert_eq!(control_window(&(13..14), 15), Some(5..6));
         assert_eq!(control_window(&(3..5), 10), None);
+        // Too few harvests for any control: refused rather than passed. All 30 batches fall
+        // between harvests 0 and 1 of 8.
+        let (batches, _) = passing();
+        let batches: Vec<BatchSpec> = batches.into_iter().map(|b| (1030, 1040, b.2)).collect();
+        let all: Vec<u64> = (0..RUN_PAGES).map(gfn).collect();
+        let few: Vec<HarvestSpec> = (0..8)
+            .map(|k| (1000 + 100 * k, 1020 + 100 * k, all.clone()))
+            .collect();
+        let err = check(&console(&batches), &as_file(&few)).unwrap_err();
+        assert!(err.contains("control window"), "{err}");
     }
 
     #[test]
