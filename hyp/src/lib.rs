@@ -13,6 +13,7 @@ pub mod mm;
 pub mod monitor;
 pub mod platform;
 pub mod snapshot;
+pub mod sync;
 pub mod vdev;
 pub mod vm;
 

@@ -16,7 +16,7 @@ use hyp::mm::sim::SimMemory;
 use hyp::mm::stage2::{CpuFeatures, Stage2Config, Vmid};
 use hyp::mm::tlb::NoTlb;
 use hyp::mm::vm::Vm;
-use spin::Mutex;
+use hyp::sync::Mutex;
 
 const GIB: u64 = 1 << 30;
 pub const PAGES: u64 = GIB / PAGE_SIZE;

@@ -58,7 +58,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use spin::Mutex;
+use crate::sync::Mutex;
 
 use super::addr::Gfn;
 use super::descriptor::{LeafAttrs, S2Perms};

@@ -24,7 +24,7 @@
 use core::fmt;
 use core::sync::atomic::Ordering;
 
-use spin::Mutex;
+use crate::sync::Mutex;
 
 use super::addr::{Gfn, Ipa, PAGE_SIZE, Pa, Pfn};
 use super::descriptor::{LeafAttrs, S2Perms};

@@ -39,6 +39,7 @@ use crate::mm::addr::{Ipa, PAGE_SIZE, Pfn};
 use crate::mm::fault::{Access, FaultOutcome};
 use crate::mm::ownership::{FrameTable, GuestPage, VmId};
 use crate::mm::stage2::config::{Stage2Config, Vmid};
+use crate::sync::Mutex;
 use crate::vdev::mmio::{DataAbort, MmioDevice};
 use crate::vdev::pl011::{Pl011, SerialOut};
 use crate::vdev::vgic::{DEFAULT_SPIS, Intid, Vgic};
@@ -55,7 +56,7 @@ use guest_loader::domain::DomainConfig;
 use guest_loader::guest_dtb::{self, GuestDtbConfig, virt};
 use guest_loader::image::ImageHeader;
 use guest_loader::layout;
-use spin::{Mutex, Once};
+use spin::Once;
 
 /// Pages in a 2 MiB block.
 const BLOCK_PAGES: u64 = 512;

@@ -16,8 +16,9 @@ use super::gic::{self, Distributor, Redistributor};
 use super::layout::MAX_CPUS;
 use super::percpu;
 use crate::platform::{Gic, Machine};
+use crate::sync::Mutex;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use spin::{Mutex, Once};
+use spin::Once;
 
 /// The SGI one pCPU sends another to make its vCPU exit (or leave a WFI wait).
 pub const KICK_SGI: u8 = 0;

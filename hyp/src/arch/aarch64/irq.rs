@@ -8,7 +8,7 @@
 
 use super::{gic, sysreg, timer};
 use crate::irq_table::{Handler, HandlerError, IrqTable, SPURIOUS_INTID};
-use spin::Mutex;
+use crate::sync::Mutex;
 
 static TABLE: Mutex<IrqTable> = Mutex::new(IrqTable::new());
 

@@ -11,7 +11,7 @@ use super::sysreg::{self, read_sysreg};
 use crate::idmap::{Access, Attrs, IdMap, MAIR, MapError, MemType, Table, VA_BITS};
 use crate::mm::addr::{PAGE_SIZE, Pa};
 use crate::platform::Region;
-use spin::Mutex;
+use crate::sync::Mutex;
 
 const POOL_TABLES: usize = 64;
 

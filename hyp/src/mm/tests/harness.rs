@@ -4,7 +4,7 @@
 use alloc::rc::Rc;
 use core::cell::Cell;
 
-use spin::Mutex;
+use crate::sync::Mutex;
 
 use crate::mm::addr::{Ipa, PAGE_SIZE, Pa, Pfn};
 use crate::mm::descriptor::Level;

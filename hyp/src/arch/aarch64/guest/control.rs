@@ -17,10 +17,10 @@ use crate::arch::aarch64::sysreg::{counter, counter_frequency, wfi};
 use crate::arch::aarch64::vcpu::{El1State, GuestRegs};
 use crate::mm::addr::{Ipa, PAGE_SIZE};
 use crate::mm::ownership::GuestPage;
+use crate::sync::Mutex;
 use crate::vm::exit::Counter;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
-use spin::Mutex;
 
 /// How long a pause waits for every vCPU to park.
 const PAUSE_WAIT_MS: u64 = 1000;

@@ -23,11 +23,12 @@ use crate::monitor::command::{Command, DirtyOp, help};
 use crate::monitor::select::{VmNumber, VmSelector};
 use crate::monitor::session::{Action, MonitorInput};
 use crate::monitor::stats::{self, DirtyStats, MemStats, RunState, VcpuRow, VcpuState, VmRow};
+use crate::sync::Mutex;
 use crate::vm::exit::Counter;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use spin::{Mutex, Once};
+use spin::Once;
 
 /// Bytes typed ahead for one VM's console; beyond this they are counted and dropped.
 const GUEST_INPUT_MAX: usize = 4096;

@@ -166,8 +166,12 @@ pub(super) fn create(
     // The VM's memory is the newest snapshot's: a diff taken now can continue the chain.
     {
         let mut dirty = g.dirty.lock();
-        match dirty.join(&g, User::Snapshots) {
-            Ok(_) => {
+        // Turning the log on counts every writable page as dirty; they are the snapshot's.
+        match dirty
+            .join(&g, User::Snapshots)
+            .and_then(|_| dirty.discard(&g, User::Snapshots))
+        {
+            Ok(()) => {
                 dirty.tracked = Some(Tracked {
                     id: h.id,
                     file: format!(

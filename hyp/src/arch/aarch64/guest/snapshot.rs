@@ -196,9 +196,10 @@ fn start_tracking(t: &Guest, kind: Kind) -> Result<(), Failure> {
     let mut d = t.dirty.lock();
     match kind {
         Kind::Full => {
-            if !d.join(t, User::Snapshots)? {
-                d.discard(t, User::Snapshots)?;
-            }
+            // Also right after joining: turning the log on counts every writable page as
+            // dirty, and the full snapshot copies them all anyway.
+            d.join(t, User::Snapshots)?;
+            d.discard(t, User::Snapshots)?;
             d.tracked = None;
             Ok(())
         }
