@@ -242,10 +242,26 @@ fn run_one(
         .iter()
         .map(|f| scratch.join(f))
         .collect();
+    let dirty_log = spec.dirty_log_file.as_ref().map(|f| scratch.join(f));
     let first = prepare_snapshots(&snapshots)
-        .and_then(|()| machine(qemu, spec, image, guest, &log, &snapshots))
+        .and_then(|()| prepare_snapshots(dirty_log.as_slice()))
+        .and_then(|()| {
+            machine(
+                qemu,
+                spec,
+                image,
+                guest,
+                &log,
+                &snapshots,
+                dirty_log.as_deref(),
+            )
+        })
         .and_then(|m| boot(qemu, spec, &m, &log))
         .unwrap_or_else(|e| Some(format!("{e:#}")));
+    let first = match (first, &dirty_log) {
+        (None, Some(dirty_log)) => check_dirty_log(&spec.name, &log, dirty_log),
+        (first, _) => first,
+    };
     let (failure, log) = match (first, spec.restore_spec(), image) {
         (None, Some(second), Some(image)) if !snapshots.is_empty() => {
             let restore_log = scratch.join("restore.log");
@@ -269,6 +285,31 @@ fn run_one(
         failure,
         log: Some(log),
         duration: start.elapsed(),
+    }
+}
+
+/// After a passing run with `dirty-log-file`: the guest's page log in the console `log`
+/// checked against the hypervisor's harvests (`dirtylog::check`); the failure, if any.
+fn check_dirty_log(name: &str, log: &Path, dirty_log: &Path) -> Option<String> {
+    let console = match std::fs::read(log) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => return Some(format!("cannot read {}: {e}", log.display())),
+    };
+    let harvests = match std::fs::read(dirty_log) {
+        Ok(b) => b,
+        Err(e) => {
+            return Some(format!(
+                "the run passed but wrote no dirty log {}: {e}",
+                dirty_log.display()
+            ));
+        }
+    };
+    match crate::dirtylog::check(&console, &harvests) {
+        Ok(summary) => {
+            println!("{name}: dirty-log check: {summary}");
+            None
+        }
+        Err(why) => Some(format!("dirty-log check ({}): {why}", dirty_log.display())),
     }
 }
 
@@ -368,13 +409,17 @@ fn machine(
     images: Option<&Images>,
     log: &Path,
     snapshots: &[PathBuf],
+    dirty_log: Option<&Path>,
 ) -> Result<Machine> {
     let args: Vec<String> = snapshots
         .iter()
         .map(|s| snapshot_arg(s))
         .collect::<Result<_>>()?;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let hyp_args = spec.hyp_args_with(&args);
+    let mut hyp_args = spec.hyp_args_with(&args);
+    if let Some(d) = dirty_log {
+        hyp_args = hyp_args.replace(spec::DIRTY_LOG_PLACEHOLDER, &snapshot_arg(d)?);
+    }
     let mut machine = Machine {
         smp: spec.smp,
         mem: spec.mem,

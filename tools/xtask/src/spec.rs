@@ -37,6 +37,10 @@
 //! restore-forbid = bad words 1       # must not appear (repeatable)
 //! restore-exit = 0                   # as `exit` (default 0)
 //! restore-timeout = 120              # as `timeout` (default: `timeout`)
+//! dirty-log-file = h.dlog            # a file in the scratch dir, `{dirtylog}` in hyp-args
+//!                                    # (for `hyp.dirty-log=`); after a passing run the
+//!                                    # guest's page log is checked against it
+//!                                    # (`dirtylog::check`)
 //! ```
 //! Values run to the end of the line (a `#` starts a comment only at the start of a line);
 //! wrap a value in double quotes to keep leading or trailing spaces. `send` and `send-raw`
@@ -80,11 +84,15 @@ const KEYS: &[&str] = &[
     "restore-forbid",
     "restore-exit",
     "restore-timeout",
+    "dirty-log-file",
 ];
 
 /// What `hyp-args` says for the path of the first `snapshot-file`; the `n`-th (from 2 on) is
 /// [`snapshot_placeholder`]`(n - 1)`, `{snapshotN}`.
 pub const SNAPSHOT_PLACEHOLDER: &str = "{snapshot}";
+
+/// What `hyp-args` says for the path of `dirty-log-file`.
+pub const DIRTY_LOG_PLACEHOLDER: &str = "{dirtylog}";
 
 /// The placeholder of the snapshot file at `index` (0-based) of `snapshot-file`: `{snapshot}`
 /// for the first, `{snapshot2}` for the second, and so on.
@@ -180,6 +188,10 @@ pub struct Spec {
     pub snapshot_files: Vec<String>,
     /// `then-restore = true`: what the run restoring `snapshot_files` must show.
     pub restore: Option<RestorePhase>,
+    /// `dirty-log-file`: a plain file name in the scratch directory, `{dirtylog}` in
+    /// `hyp-args`; after a passing run the runner checks the console log against it
+    /// (`dirtylog::check`).
+    pub dirty_log_file: Option<String>,
 }
 
 impl Spec {
@@ -210,6 +222,7 @@ impl Spec {
             guest: None,
             hyp_args: String::new(),
             snapshot_files: Vec::new(),
+            dirty_log_file: None,
             restore: None,
             ..self.clone()
         })
@@ -255,6 +268,12 @@ pub enum SpecErrorKind {
     BadSnapshotFile(String),
     /// A `snapshot-file` name listed twice.
     RepeatedSnapshotFile(String),
+    /// A `dirty-log-file` that is not a plain file name.
+    BadDirtyLogFile(String),
+    /// `dirty-log-file` without `{dirtylog}` in `hyp-args` (nothing would write it).
+    UnusedDirtyLogFile,
+    /// `{dirtylog}` in `hyp-args` without `dirty-log-file`.
+    NeedsDirtyLogFile,
     /// `hyp-args` has a `{...}` that is no snapshot file's placeholder.
     UnknownPlaceholder(String),
     /// `hyp-args` has `{snapshotN}` but `snapshot-file` lists fewer than N files.
@@ -334,6 +353,20 @@ impl fmt::Display for SpecError {
                 f,
                 "`snapshot-file` takes plain file names separated by spaces (letters, digits, \
                  `.`, `-` and `_`, not starting with `.`), not `{v}`"
+            ),
+            SpecErrorKind::BadDirtyLogFile(v) => write!(
+                f,
+                "`dirty-log-file` takes a plain file name (letters, digits, `.`, `-` and `_`, \
+                 not starting with `.`), not `{v}`"
+            ),
+            SpecErrorKind::UnusedDirtyLogFile => write!(
+                f,
+                "`dirty-log-file` is written by `hyp.dirty-log={DIRTY_LOG_PLACEHOLDER}` in \
+                 `hyp-args`, which does not name it"
+            ),
+            SpecErrorKind::NeedsDirtyLogFile => write!(
+                f,
+                "{DIRTY_LOG_PLACEHOLDER} in `hyp-args` needs `dirty-log-file = NAME`"
             ),
             SpecErrorKind::RepeatedSnapshotFile(v) => {
                 write!(f, "`snapshot-file` lists `{v}` twice")
@@ -444,6 +477,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
         guest: None,
         hyp_args: String::new(),
         snapshot_files: Vec::new(),
+        dirty_log_file: None,
         restore: None,
     };
     let mut then_restore = false;
@@ -466,6 +500,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
     let mut seen: Vec<&'static str> = Vec::new();
     let mut hyp_args_line = 0;
     let mut snapshot_file_line = 0;
+    let mut dirty_log_line = 0;
     let mut features = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
@@ -571,11 +606,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
             "timeout" => spec.timeout = Duration::from_secs(number(value)?),
             "snapshot-file" => {
                 for name in value.split_whitespace() {
-                    let plain = !name.starts_with('.')
-                        && name
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-                    if !plain {
+                    if !plain_file_name(name) {
                         return Err(err(line, SpecErrorKind::BadSnapshotFile(name.to_string())));
                     }
                     if spec.snapshot_files.iter().any(|n| n == name) {
@@ -587,6 +618,13 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
                     spec.snapshot_files.push(name.to_string());
                 }
                 snapshot_file_line = line;
+            }
+            "dirty-log-file" => {
+                if !plain_file_name(value) {
+                    return Err(err(line, SpecErrorKind::BadDirtyLogFile(value.to_string())));
+                }
+                spec.dirty_log_file = Some(value.to_string());
+                dirty_log_line = line;
             }
             "then-restore" => {
                 then_restore = parse_bool(line, key, value)?;
@@ -675,7 +713,14 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
     if spec.expect.is_empty() && spec.expect_anywhere.is_empty() && spec.expect_number.is_empty() {
         return Err(err(0, SpecErrorKind::NothingChecked));
     }
-    let used = placeholders_used(&spec.hyp_args).map_err(|k| err(hyp_args_line, k))?;
+    let dirty_log_named = spec.hyp_args.contains(DIRTY_LOG_PLACEHOLDER);
+    match (&spec.dirty_log_file, dirty_log_named) {
+        (Some(_), false) => return Err(err(dirty_log_line, SpecErrorKind::UnusedDirtyLogFile)),
+        (None, true) => return Err(err(hyp_args_line, SpecErrorKind::NeedsDirtyLogFile)),
+        _ => {}
+    }
+    let used = placeholders_used(&spec.hyp_args.replace(DIRTY_LOG_PLACEHOLDER, ""))
+        .map_err(|k| err(hyp_args_line, k))?;
     if let Some(&past) = used.iter().find(|&&i| i >= spec.snapshot_files.len())
         && !spec.snapshot_files.is_empty()
     {
@@ -749,6 +794,16 @@ fn placeholders_used(hyp_args: &str) -> Result<Vec<usize>, SpecErrorKind> {
     used.sort_unstable();
     used.dedup();
     Ok(used)
+}
+
+/// A file name for the test's scratch directory: no path, no hidden file, no character a
+/// bootarg or shell would trip on.
+fn plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 fn parse_exit(line: usize, value: &str) -> Result<ExpectedExit, SpecError> {
@@ -1266,6 +1321,39 @@ expect = live diff rounds=
 then-restore = true
 restore-expect = restored from a snapshot chain
 ";
+
+    #[test]
+    fn a_dirty_log_file_is_named_by_dirtylog_in_hyp_args() {
+        let spec = parse(
+            "t",
+            "guest = linux\nexpect = x\nhyp-args = hyp.dirty-harvest=100 hyp.dirty-log={dirtylog}\n\
+             dirty-log-file = h.dlog",
+        )
+        .unwrap();
+        assert_eq!(spec.dirty_log_file.as_deref(), Some("h.dlog"));
+        assert!(spec.snapshot_files.is_empty());
+        let kind = |text: &str| parse("t", text).unwrap_err().kind;
+        assert_eq!(
+            kind("guest = linux\nexpect = x\ndirty-log-file = h.dlog"),
+            SpecErrorKind::UnusedDirtyLogFile
+        );
+        assert_eq!(
+            kind("guest = linux\nexpect = x\nhyp-args = hyp.dirty-log={dirtylog}"),
+            SpecErrorKind::NeedsDirtyLogFile
+        );
+        assert_eq!(
+            kind(
+                "guest = linux\nexpect = x\nhyp-args = hyp.dirty-log={dirtylog}\ndirty-log-file = ../h"
+            ),
+            SpecErrorKind::BadDirtyLogFile("../h".into())
+        );
+        assert_eq!(
+            kind(
+                "guest = linux\nexpect = x\nhyp-args = hyp.dirty-log={dirtylogs}\ndirty-log-file = h"
+            ),
+            SpecErrorKind::UnusedDirtyLogFile
+        );
+    }
 
     #[test]
     fn snapshot_files_are_listed_by_spaces_and_named_snapshot_snapshot2_and_on() {
