@@ -306,7 +306,7 @@ fn check_dirty_log(name: &str, log: &Path, dirty_log: &Path) -> Option<String> {
     };
     match crate::dirtylog::check(&console, &harvests) {
         Ok(summary) => {
-            println!("{name}: dirty-log check: {summary}");
+            println!("{name}: {summary}");
             None
         }
         Err(why) => Some(format!("dirty-log check ({}): {why}", dirty_log.display())),
