@@ -71,6 +71,9 @@ struct GuestConsole {
     /// `"<name>| "`.
     prefix: &'static str,
     line: LineBuffer,
+    /// A restored guest: log (timestamped) when it first writes, so a benchmark can tell how
+    /// long a restore takes until the guest answers.
+    announce_first_write: bool,
 }
 
 impl GuestConsole {
@@ -84,6 +87,10 @@ impl GuestConsole {
 
 impl SerialOut for GuestConsole {
     fn write_byte(&mut self, byte: u8) {
+        if core::mem::take(&mut self.announce_first_write) {
+            let name = self.prefix.trim_end_matches("| ");
+            log::info!("{name}: first console output since the restore");
+        }
         let (id, prefix) = (self.id, self.prefix);
         self.line.push(byte, |piece, ends| {
             console::print_guest(id, prefix, piece, ends)
@@ -370,6 +377,7 @@ fn guest_console(id: usize, name: &str) -> GuestConsole {
         id,
         prefix: Box::leak(alloc::format!("{name}| ").into_boxed_str()),
         line: LineBuffer::new(),
+        announce_first_write: false,
     }
 }
 

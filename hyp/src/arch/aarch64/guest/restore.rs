@@ -87,6 +87,12 @@ fn saved(s: &VcpuState) -> VcpuSaved {
     }
 }
 
+fn restored_console(id: usize, name: &str) -> super::GuestConsole {
+    let mut c = guest_console(id, name);
+    c.announce_first_write = true;
+    c
+}
+
 /// The VM of domain `d`, restored from the snapshot modules `chain` (base first).
 pub(super) fn create(
     d: &DomainConfig<'static>,
@@ -147,10 +153,10 @@ pub(super) fn create(
     }
     let uart = match (d.vpl011, snap.device(DeviceKind::Uart)) {
         (true, Some(b)) => Some(
-            Pl011::load_state(guest_console(id, d.name), b)
+            Pl011::load_state(restored_console(id, d.name), b)
                 .map_err(|e| bad(format!("UART: {e:?}")))?,
         ),
-        (true, None) => Some(Pl011::new(guest_console(id, d.name))),
+        (true, None) => Some(Pl011::new(restored_console(id, d.name))),
         (false, _) => None,
     };
     // The guest's time when its vCPUs stopped: the TIMER section's, else the header's.
