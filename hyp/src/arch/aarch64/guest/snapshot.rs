@@ -9,13 +9,13 @@
 //! section: restored with the header's, the guest's clock went back by the pre-copy's length
 //! and a restored Linux stalled.
 //!
-//! Diffs (`--base FILE`, like Firecracker's diff snapshots): after any snapshot completes (or a restore), the
-//! VM's dirty log stays on as snapshot tracking (`dirty_users`), so the pages written since
-//! that snapshot are known; a diff saves just those (coherent: while paused; live: as the
-//! first pre-copy round) plus complete vCPU and device state, and tracking continues from it.
-//! The base named must be the VM's latest snapshot (its header's id is checked), so a chain
-//! base, diff 1, diff 2, ... restores the memory of the last. A reset (memory given back) or a
-//! failed snapshot ends tracking: the next snapshot must be full.
+//! Diffs (`--base FILE`, like Firecracker's diff snapshots): after any snapshot completes (or a
+//! restore), the VM's dirty log stays on as snapshot tracking (`dirty_users`), so the pages
+//! written since that snapshot are known; a diff saves just those (coherent: while paused;
+//! live: as the first pre-copy round) plus complete vCPU and device state, and tracking
+//! continues from it. The base named must be the VM's latest snapshot (its header's id is
+//! checked), so a chain base, diff 1, diff 2, ... restores the memory of the last. A reset
+//! (memory given back) or a failed snapshot ends tracking: the next snapshot must be full.
 
 use super::Guest;
 use super::control::{self, VcpuSaved};
