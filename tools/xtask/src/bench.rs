@@ -18,6 +18,7 @@ use crate::size::Size;
 use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -59,8 +60,8 @@ enum Kind {
     /// The bare-metal guest `dirtybench` under the hypervisor with dirty logging, harvests
     /// and a migration storm (see `bench/dirty.rs`).
     Dirty,
-    /// Live and coherent snapshots of the Linux workload, and a restore (see
-    /// `bench/snapshot.rs`).
+    /// Live and coherent snapshots of the Linux workload, restores of the coherent one and of
+    /// an idle shell's (see `bench/snapshot.rs`).
     Snapshot,
 }
 
@@ -97,7 +98,7 @@ const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "snapshot",
-        about: "live and coherent snapshot of the Linux workload (paused time, pages copied), restore of the coherent one (QEMU -icount)",
+        about: "live and coherent snapshot of the Linux workload (paused time, pages copied), restore of the coherent one, restore of an idle shell to its answer (QEMU -icount)",
         kind: Kind::Snapshot,
     },
 ];
@@ -268,16 +269,30 @@ fn both_ways(ws: &Workspace, name: &str, guest: &Guest) -> Result<(String, Strin
 /// Runs `machine` to completion, or until its output contains one of the `stop` texts, with
 /// its output in `log`; returns the output.
 fn run_logged(qemu_bin: &Path, machine: &Machine, log: &Path, stop: &[&str]) -> Result<String> {
-    run_logged_within(qemu_bin, machine, log, stop, BOOT_TIMEOUT)
+    run_logged_within(qemu_bin, machine, log, stop, BOOT_TIMEOUT, None)
 }
 
-/// [`run_logged`] with another wall-clock limit than [`BOOT_TIMEOUT`].
+/// Bytes for QEMU's standard input (the console), written once the output shows `after`.
+/// Written at QEMU's start they were lost before they reached a guest; written once the
+/// hypervisor is up (and before the guest runs), they wait in QEMU's UART until the guest
+/// reads them, which keeps a deterministic run deterministic. `before` in the output by then
+/// means they came too late for that: the run fails rather than measure a wall-clock delay.
+#[derive(Clone, Copy, Debug)]
+struct Input<'a> {
+    after: &'a str,
+    before: &'a str,
+    bytes: &'a [u8],
+}
+
+/// [`run_logged`] with another wall-clock limit than [`BOOT_TIMEOUT`], and `input` for the
+/// console if given.
 fn run_logged_within(
     qemu_bin: &Path,
     machine: &Machine,
     log: &Path,
     stop: &[&str],
     timeout: Duration,
+    input: Option<Input<'_>>,
 ) -> Result<String> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -288,22 +303,53 @@ fn run_logged_within(
         std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let mut child = Command::new(qemu_bin)
         .args(&args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(file.try_clone()?)
         .stderr(file)
         .spawn()
         .with_context(|| format!("cannot start {}", qemu_bin.display()))?;
+    // Held open until QEMU ends: the end of its standard input would end its console input.
+    let mut stdin = child.stdin.take();
+    let mut pending = input;
     let mut stopped = false;
     let outcome = process::wait_polling(&mut child, Some(timeout), |child| {
-        if !stop.is_empty() && !stopped && {
-            let out = String::from_utf8_lossy(&std::fs::read(log)?).into_owned();
-            stop.iter().any(|t| out.contains(t))
-        } {
+        if stopped || (stop.is_empty() && pending.is_none()) {
+            return Ok(());
+        }
+        let out = String::from_utf8_lossy(&std::fs::read(log)?).into_owned();
+        if let Some(i) = pending.filter(|i| out.contains(i.after)) {
+            pending = None;
+            if out.contains(i.before) {
+                bail!(
+                    "the console input was due before `{}`, which is out already (host too slow?); see {}",
+                    i.before,
+                    log.display()
+                );
+            }
+            let pipe = stdin.as_mut().expect("stdin is piped when there is input");
+            pipe.write_all(i.bytes)
+                .and_then(|()| pipe.flush())
+                .context("cannot write QEMU's standard input")?;
+        }
+        if !stop.is_empty() && stop.iter().any(|t| out.contains(t)) {
             stopped = true;
             child.kill().context("cannot stop QEMU")?;
         }
         Ok(())
-    })?;
+    });
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    drop(stdin);
     let output = String::from_utf8_lossy(&std::fs::read(log)?).into_owned();
     match outcome {
         Outcome::Exited(0) => Ok(output),
@@ -599,6 +645,50 @@ domU1| init: banner at cntvct=1000
             ]
         );
         assert!(exits("no exits line").is_empty());
+    }
+
+    /// A stand-in for QEMU (it ignores QEMU's arguments): prints `first` in one write, answers
+    /// the first line of its standard input, then waits for that input to end.
+    fn fake_qemu(dir: &Path, name: &str, first: &str) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let script = dir.join(name);
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nprintf '{first}'\nread line\necho \"domU1| $line\"\ncat >/dev/null\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script
+    }
+
+    #[test]
+    fn console_input_is_written_after_its_text_and_refused_when_late() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-input-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let machine = Machine::new(dir.join("unused.bin"));
+        let input = Input {
+            after: "hyp up",
+            before: "restored",
+            bytes: b"echo hi\n",
+        };
+        let run = |qemu: &Path, log: &str| {
+            let timeout = Duration::from_secs(20);
+            run_logged_within(
+                qemu,
+                &machine,
+                &dir.join(log),
+                &["| echo hi"],
+                timeout,
+                Some(input),
+            )
+        };
+        let out = run(&fake_qemu(&dir, "on-time", "hyp up\\n"), "on-time.log").unwrap();
+        assert!(out.contains("domU1| echo hi"), "{out}");
+        let late = run(&fake_qemu(&dir, "late", "hyp up\\nrestored\\n"), "late.log").unwrap_err();
+        assert!(format!("{late:#}").contains("`restored`"), "{late:#}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

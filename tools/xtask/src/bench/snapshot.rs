@@ -5,23 +5,32 @@
 //!   was paused and how many pages were copied, from the hypervisor's report line;
 //! - a restore of that coherent snapshot by a fresh QEMU: the time from QEMU's start (the
 //!   hypervisor's log timestamps count from it, in instructions under -icount) to the
-//!   hypervisor's `restored from a snapshot` line, when the vCPUs run again. (The snapshot of
-//!   an idle shell would be the better subject, but pausing an idle guest fails today: its vCPU
-//!   waiting in WFI does not park, `vCPU 1 did not stop within 1000 ms`.)
+//!   hypervisor's `restored from a snapshot` line, when the vCPUs run again;
+//! - a coherent snapshot of the idle `shell` guest (the default guest of `cargo xtask qemu`,
+//!   same vCPUs and RAM) at 25 s, when its prompt has long been up, and a restore of it with
+//!   `echo restored-ok` typed on QEMU's standard input as soon as the hypervisor is up, before
+//!   it reads the snapshot (the bytes wait in QEMU's UART, so the run stays deterministic):
+//!   the time from QEMU's start to the hypervisor's `first console output since the restore`
+//!   line, the shell echoing the typed line (busybox's line editing echoes itself), so the
+//!   restored guest took the UART's interrupt and ran its kernel and shell. The run ends once
+//!   the command's output, `restored-ok` on a line of its own, is out, which shows the shell
+//!   really answered.
 //!
-//! The kernel runs `quiet` (its boot log on the trapped console would slow the boot), and the
-//! snapshot waits until the workload is well under way: at 8 s of guest time the kernel is
-//! still booting, with vCPU 1 idle, which cannot be paused (above). Each run stops once the
-//! line it measures, or a snapshot error, is out.
+//! The kernel runs `quiet` (its boot log on the trapped console would slow the boot). The
+//! workload's snapshots wait until it is well under way: at 8 s of guest time the kernel is
+//! still booting. (An idle guest pauses too: its vCPUs waiting in WFI park like busy ones.)
+//! Each run stops once the line it measures, or a snapshot error, is out. Runs go two at a
+//! time, one a core: live, shell snapshot, shell restore in one thread; coherent and its
+//! restore in the other.
 
-use super::{Figure, Report, run_logged_within};
+use super::{Figure, Input, Report, run_logged_within};
 use crate::build::{self, Variant};
 use crate::guest::{self, Guest};
 use crate::qemu::{self, Machine};
 use crate::size::Size;
 use crate::snapshot::Restore;
 use crate::workspace::Workspace;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use std::time::Duration;
 
 const WORKLOAD_APPEND: &str = "console=ttyAMA0 quiet workload.args=--procs,2,--mib,64,--seconds,20";
@@ -37,6 +46,23 @@ const LIVE_DONE: &str = "paused_us=";
 /// What it prints once a coherent one is written.
 const COHERENT_DONE: &str = " bytes, paused ";
 const RESTORED: &str = "restored from a snapshot";
+const SHELL_APPEND: &str = "console=ttyAMA0 quiet";
+/// The kernel reaches /init at about 16 s of guest time (as for the workload) and the prompt
+/// follows at once; an idle guest's seconds cost QEMU little, so the margin is cheap. The
+/// figures check that the prompt was out before the snapshot.
+const SHELL_SNAPSHOT_AT_MS: u64 = 25000;
+/// The busybox shell's prompt, which must be out before the snapshot.
+const PROMPT: &str = "/ # ";
+/// Logged by the hypervisor before it reads a snapshot: typed bytes written after it wait
+/// for the restored guest (see [`Input`]).
+const HYP_UP: &str = "guest memory pool: ";
+/// Typed into the restored shell.
+const SHELL_INPUT: &[u8] = b"echo restored-ok\n";
+/// The command's output, on a line of its own (the echoed command line has `echo ` before it).
+const SHELL_OUTPUT: &str = "restored-ok";
+/// What the hypervisor logs, with its timestamp, when a restored guest first writes to its
+/// console.
+const FIRST_OUTPUT: &str = "first console output since the restore";
 /// Wall-clock limit of one run: the runs take under a minute; a snapshot that never finishes
 /// (the live one has hung) should not hold the benchmark for the default ten minutes.
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
@@ -66,70 +92,82 @@ pub(super) fn run(ws: &Workspace, report: &mut Report) -> Result<()> {
         })
     };
     let workload = linux("workload", WORKLOAD_APPEND)?;
+    let shell = linux("shell", SHELL_APPEND)?;
     let file = |name: &str| dir.join(format!("{name}.snap"));
-    let machine = |guest: &Guest, name: &str, options: &str| -> Result<Machine> {
+    let machine = |guest: &Guest, name: &str, at_ms: u64, options: &str| -> Result<Machine> {
         let snap = file(name);
         // A stale file must not pass for this run's.
         let _ = std::fs::remove_file(&snap);
         let mut m = Machine {
             smp: CPUS,
             mem: guest.machine_mem(None)?,
-            hyp_args: format!("hyp.snapshot={}@{SNAPSHOT_AT_MS}{options}", snap.display()),
+            hyp_args: format!("hyp.snapshot={}@{at_ms}{options}", snap.display()),
             ..Machine::new(hyp.bin.clone())
         };
         super::deterministic(&mut m);
         guest.add_to(&qemu_bin, &mut m, &dir.join(format!("snapshot-{name}.dtb")))?;
         Ok(m)
     };
-    let live = machine(&workload, "live", ",live")?;
-    let coherent = machine(&workload, "coherent", "")?;
+    let live = machine(&workload, "live", SNAPSHOT_AT_MS, ",live")?;
+    let coherent = machine(&workload, "coherent", SNAPSHOT_AT_MS, "")?;
+    let idle = machine(&shell, "shell", SHELL_SNAPSHOT_AT_MS, "")?;
     let log = |name: &str| dir.join(format!("snapshot-{name}.log"));
     let until = |done: &'static str| [done, FAILED[0], FAILED[1]];
-    let (live_out, coherent_out, restore_out) = std::thread::scope(|s| {
-        let live_run = s.spawn(|| {
-            run_logged_within(
-                &qemu_bin,
-                &live,
-                &log("live"),
-                &until(LIVE_DONE),
-                RUN_TIMEOUT,
+    let snapshot_run = |m: &Machine, name: &str, done: &'static str| {
+        run_logged_within(&qemu_bin, m, &log(name), &until(done), RUN_TIMEOUT, None)
+    };
+    // A fresh QEMU restoring the snapshot `name` took, until its output shows one of `stop`.
+    let restore_run = |name: &str, stop: &[&str], input: Option<Input<'_>>| -> Result<String> {
+        let restore = Restore::from_file(&file(name))?;
+        let domain = restore.domain();
+        let mut m = Machine {
+            smp: CPUS,
+            mem: guest::machine_mem(&domain),
+            ..Machine::new(hyp.bin.clone())
+        };
+        super::deterministic(&mut m);
+        guest::add_domain(
+            &domain,
+            &qemu_bin,
+            &mut m,
+            &dir.join(format!("snapshot-restore-{name}.dtb")),
+        )?;
+        let log = log(&format!("restore-{name}"));
+        run_logged_within(&qemu_bin, &m, &log, stop, RUN_TIMEOUT, input)
+    };
+    let answer = shell_answer();
+    let (live_out, coherent_out, restore_out, shell_out, shell_restore_out) =
+        std::thread::scope(|s| {
+            let other = s.spawn(|| {
+                let live_out = snapshot_run(&live, "live", LIVE_DONE);
+                let shell_out = snapshot_run(&idle, "shell", COHERENT_DONE);
+                let shell_restore_out = match &shell_out {
+                    Ok(out) if taken(out).is_some() => {
+                        let input = Input {
+                            after: HYP_UP,
+                            before: RESTORED,
+                            bytes: SHELL_INPUT,
+                        };
+                        restore_run("shell", &[answer.as_str()], Some(input))
+                    }
+                    _ => Err(anyhow!("no snapshot of the idle shell to restore")),
+                };
+                (live_out, shell_out, shell_restore_out)
+            });
+            let coherent_out = snapshot_run(&coherent, "coherent", COHERENT_DONE);
+            let restore_out = match &coherent_out {
+                Ok(out) if taken(out).is_some() => restore_run("coherent", &[RESTORED], None),
+                _ => Err(anyhow!("no coherent snapshot to restore")),
+            };
+            let (live_out, shell_out, shell_restore_out) = other.join().expect("no panics");
+            (
+                live_out,
+                coherent_out,
+                restore_out,
+                shell_out,
+                shell_restore_out,
             )
         });
-        let coherent_out = run_logged_within(
-            &qemu_bin,
-            &coherent,
-            &log("coherent"),
-            &until(COHERENT_DONE),
-            RUN_TIMEOUT,
-        );
-        let written = coherent_out.as_ref().is_ok_and(|out| taken(out).is_some());
-        let restore_out = if written {
-            (|| -> Result<String> {
-                let restore = Restore::from_file(&file("coherent"))?;
-                let domain = restore.domain();
-                let mut m = Machine {
-                    smp: CPUS,
-                    mem: guest::machine_mem(&domain),
-                    ..Machine::new(hyp.bin.clone())
-                };
-                super::deterministic(&mut m);
-                guest::add_domain(
-                    &domain,
-                    &qemu_bin,
-                    &mut m,
-                    &dir.join("snapshot-restore.dtb"),
-                )?;
-                run_logged_within(&qemu_bin, &m, &log("restore"), &[RESTORED], RUN_TIMEOUT)
-            })()
-        } else {
-            Err(anyhow::anyhow!("no coherent snapshot to restore"))
-        };
-        (
-            live_run.join().expect("no panics"),
-            coherent_out,
-            restore_out,
-        )
-    });
     let mut failed = Vec::new();
     let mut add = |what: &str, figures: Result<Vec<Figure>>| match figures {
         Ok(f) => report.figures.extend(f),
@@ -149,6 +187,10 @@ pub(super) fn run(ws: &Workspace, report: &mut Report) -> Result<()> {
         coherent_out.and_then(|out| coherent_figures(&out)),
     );
     add("restore", restore_out.and_then(|out| restore_figures(&out)));
+    add(
+        "restore of an idle shell snapshot",
+        shell_out.and_then(|snap| shell_restore_out.and_then(|out| shell_figures(&snap, &out))),
+    );
     if !failed.is_empty() {
         bail!("not measured: {}", failed.join(", "));
     }
@@ -243,6 +285,41 @@ fn restore_figures(restore: &str) -> Result<Vec<Figure>> {
     )])
 }
 
+/// The restored shell's answer as the console shows it: the hypervisor starts each of the
+/// guest's lines with `<domain>| `.
+fn shell_answer() -> String {
+    format!("{}| {SHELL_OUTPUT}", guest::DOMAIN_NAME)
+}
+
+/// The restore of the idle shell, from its snapshot run's output and the restore run's.
+fn shell_figures(snapshot: &str, restore: &str) -> Result<Vec<Figure>> {
+    let snapshot_line = snapshot
+        .find(COHERENT_DONE)
+        .filter(|_| taken(snapshot).is_some())
+        .context("the idle shell's snapshot line is missing")?;
+    if !snapshot[..snapshot_line].contains(PROMPT) {
+        bail!("the shell's prompt `{PROMPT}` was not out before the snapshot: take it later");
+    }
+    let pages = taken(snapshot).map_or(0, |t| t.pages);
+    if !restore.lines().any(|l| l.trim_end() == shell_answer()) {
+        bail!("the restored shell did not answer `{SHELL_OUTPUT}`");
+    }
+    let first_s = restore
+        .lines()
+        .find(|l| l.contains(FIRST_OUTPUT))
+        .and_then(timestamp)
+        .with_context(|| format!("the restore run has no timestamped `{FIRST_OUTPUT}` line"))?;
+    Ok(vec![fig(
+        format!(
+            "restore of an idle shell snapshot ({pages} pages): QEMU start to the shell's answer ({:.1} ms)",
+            first_s * 1e3
+        ),
+        (first_s * TICKS_PER_S).round(),
+        "ticks",
+        "timestamp of the hypervisor's `first console output since the restore` line (the shell echoing `echo restored-ok`, typed on QEMU's stdin once the hypervisor is up; the run ends at the command's output)",
+    )])
+}
+
 /// The snapshot report in `output`: a live one's `snapshot F: live rounds=R ... paused_us=U
 /// total_pages=T bytes=B`, or a coherent one's `snapshot F: N pages, B bytes, paused U us`.
 fn taken(output: &str) -> Option<Taken> {
@@ -316,6 +393,36 @@ snapshot /t/live.snap: live rounds=3 round_pages=20000,400,30 paused_pages=5 pau
         assert_eq!(taken("snapshot x: live rounds=1 paused_us=9"), None);
         assert_eq!(timestamp(RESTORE.lines().next().unwrap()), Some(0.083521));
         assert_eq!(timestamp("domU1| [    1.0] kernel"), None);
+    }
+
+    const SHELL_SNAPSHOT: &str = "\
+[    0.3] cpu0 INFO  bootargs: 1 timed action(s)
+domU1| / # \x1b[6n
+[   25.3] cpu0 INFO  bootargs: at 25000 ms: snapshot /t/shell.snap 1
+domU1: snapshot /t/shell.snap: 17408 pages, 71311704 bytes, paused 6570254 us
+";
+    const SHELL_RESTORE: &str = "\
+[    7.258797] cpu0 INFO  domain domU1 = VM 1 (VMID 1): restored from a snapshot: 17408 pages, 2 of 2 vCPU(s) on
+[    7.284183] cpu1 INFO  domU1: first console output since the restore
+domU1| echo restored-ok\r
+domU1| restored-ok\r
+";
+
+    #[test]
+    fn the_shell_restore_counts_to_its_first_output_and_needs_its_answer() {
+        let f = shell_figures(SHELL_SNAPSHOT, SHELL_RESTORE).unwrap();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].value, Some(455_261_438.0));
+        assert!(f[0].name.contains("(17408 pages)"), "{}", f[0].name);
+        assert!(f[0].name.contains("(7284.2 ms)"), "{}", f[0].name);
+        // Only the echoed command line, no output of it: the shell did not answer.
+        let echo_only = SHELL_RESTORE.replace("domU1| restored-ok\r\n", "");
+        assert!(shell_figures(SHELL_SNAPSHOT, &echo_only).is_err());
+        // A prompt that came after the snapshot does not count.
+        let late = "domU1: snapshot /t/s: 1 pages, 4096 bytes, paused 9 us\ndomU1| / # \n";
+        assert!(shell_figures(late, SHELL_RESTORE).is_err());
+        assert!(shell_figures(SHELL_SNAPSHOT, "domU1| restored-ok\n").is_err());
+        assert!(shell_figures("", SHELL_RESTORE).is_err());
     }
 
     #[test]
