@@ -439,10 +439,12 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
             if bug!(self, clear_before_protect) {
                 mmu.dirty.take(region, gfn, n, out);
             }
-            // Returns after the TLB invalidation completed on every CPU.
-            mmu.s2
-                .write_protect(&mut self.table_alloc(), ipa, len)
-                .map_err(|_| DirtyLogError::OutOfMemory)?;
+            if !bug!(self, skip_harvest_protect) {
+                // Returns after the TLB invalidation completed on every CPU.
+                mmu.s2
+                    .write_protect(&mut self.table_alloc(), ipa, len)
+                    .map_err(|_| DirtyLogError::OutOfMemory)?;
+            }
             mmu.dirty.take(region, gfn, n, out);
             count += n;
             from = gfn.raw() - base.raw() + n;

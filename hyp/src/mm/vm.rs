@@ -62,9 +62,14 @@ pub(crate) struct Bugs {
     pub skip_invalidate_unmap: bool,
     /// Fault path: install writable entries for read faults while logging.
     pub writable_read_fault: bool,
+    /// Harvest: hand out and clear the dirty bits without write-protecting the pages.
+    pub skip_harvest_protect: bool,
 }
 
-/// Whether deliberate bug `$name` is on for `$vm` (always `false` outside tests).
+/// Whether deliberate bug `$name` is on for `$vm`: outside unit tests always `false`, except
+/// `skip_harvest_protect` in a build with the `test-dirty-log-bug` feature, which the QEMU test
+/// `linux/dirty-log-check-teeth` uses to show that the host-side dirty-log check catches a
+/// hypervisor that loses writes.
 macro_rules! bug {
     ($vm:expr, $name:ident) => {{
         #[cfg(test)]
@@ -72,7 +77,8 @@ macro_rules! bug {
         #[cfg(not(test))]
         let on = {
             let _ = &$vm;
-            false
+            cfg!(feature = "test-dirty-log-bug")
+                && stringify!($name).as_bytes() == b"skip_harvest_protect"
         };
         on
     }};

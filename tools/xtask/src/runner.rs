@@ -259,7 +259,7 @@ fn run_one(
         .and_then(|m| boot(qemu, spec, &m, &log))
         .unwrap_or_else(|e| Some(format!("{e:#}")));
     let first = match (first, &dirty_log) {
-        (None, Some(dirty_log)) => check_dirty_log(&spec.name, &log, dirty_log),
+        (None, Some(dirty_log)) => check_dirty_log(spec, &log, dirty_log),
         (first, _) => first,
     };
     let (failure, log) = match (first, spec.restore_spec(), image) {
@@ -289,8 +289,10 @@ fn run_one(
 }
 
 /// After a passing run with `dirty-log-file`: the guest's page log in the console `log`
-/// checked against the hypervisor's harvests (`dirtylog::check`); the failure, if any.
-fn check_dirty_log(name: &str, log: &Path, dirty_log: &Path) -> Option<String> {
+/// checked against the hypervisor's harvests (`dirtylog::check`); the failure, if any. With
+/// `dirty-log-expect = missed` the check must instead find writes missing.
+fn check_dirty_log(spec: &Spec, log: &Path, dirty_log: &Path) -> Option<String> {
+    let name = &spec.name;
     let console = match std::fs::read(log) {
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(e) => return Some(format!("cannot read {}: {e}", log.display())),
@@ -304,14 +306,33 @@ fn check_dirty_log(name: &str, log: &Path, dirty_log: &Path) -> Option<String> {
             ));
         }
     };
-    match crate::dirtylog::check(&console, &harvests) {
-        Ok(summary) => {
+    match (
+        crate::dirtylog::check(&console, &harvests),
+        spec.dirty_log_missed,
+    ) {
+        (Ok(summary), false) => {
             println!("{name}: {summary}");
             None
         }
-        Err(why) => Some(format!("dirty-log check ({}): {why}", dirty_log.display())),
+        (Err(why), false) => Some(format!("dirty-log check ({}): {why}", dirty_log.display())),
+        (Err(why), true) if why.contains(MISSING_WRITES) => {
+            println!("{name}: caught, as it must be: {why}");
+            None
+        }
+        (Err(why), true) => Some(format!(
+            "dirty-log check ({}): expected missing writes, but it failed otherwise: {why}",
+            dirty_log.display()
+        )),
+        (Ok(summary), true) => Some(format!(
+            "dirty-log check ({}): this build loses writes on purpose, but the check passed: \
+             {summary}",
+            dirty_log.display()
+        )),
     }
 }
+
+/// How `dirtylog::check` words the failure that writes are missing from the harvests.
+const MISSING_WRITES: &str = "are missing from the dirty log";
 
 /// The snapshot file, or for a chain its directory and the files in order, for a failure
 /// line.

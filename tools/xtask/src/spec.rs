@@ -41,6 +41,8 @@
 //!                                    # (for `hyp.dirty-log=`); after a passing run the
 //!                                    # guest's page log is checked against it
 //!                                    # (`dirtylog::check`)
+//! dirty-log-expect = missed          # `pass` (default) or `missed`: the check must find
+//!                                    # writes missing from the harvests (teeth tests)
 //! ```
 //! Values run to the end of the line (a `#` starts a comment only at the start of a line);
 //! wrap a value in double quotes to keep leading or trailing spaces. `send` and `send-raw`
@@ -85,6 +87,7 @@ const KEYS: &[&str] = &[
     "restore-exit",
     "restore-timeout",
     "dirty-log-file",
+    "dirty-log-expect",
 ];
 
 /// What `hyp-args` says for the path of the first `snapshot-file`; the `n`-th (from 2 on) is
@@ -192,6 +195,9 @@ pub struct Spec {
     /// `hyp-args`; after a passing run the runner checks the console log against it
     /// (`dirtylog::check`).
     pub dirty_log_file: Option<String>,
+    /// `dirty-log-expect = missed`: the check must fail, finding writes missing (a build that
+    /// loses them on purpose).
+    pub dirty_log_missed: bool,
 }
 
 impl Spec {
@@ -223,6 +229,7 @@ impl Spec {
             hyp_args: String::new(),
             snapshot_files: Vec::new(),
             dirty_log_file: None,
+            dirty_log_missed: false,
             restore: None,
             ..self.clone()
         })
@@ -272,8 +279,10 @@ pub enum SpecErrorKind {
     BadDirtyLogFile(String),
     /// `dirty-log-file` without `{dirtylog}` in `hyp-args` (nothing would write it).
     UnusedDirtyLogFile,
-    /// `{dirtylog}` in `hyp-args` without `dirty-log-file`.
+    /// `{dirtylog}` in `hyp-args`, or `dirty-log-expect`, without `dirty-log-file`.
     NeedsDirtyLogFile,
+    /// `dirty-log-expect` neither `pass` nor `missed`.
+    BadDirtyLogExpect(String),
     /// `hyp-args` has a `{...}` that is no snapshot file's placeholder.
     UnknownPlaceholder(String),
     /// `hyp-args` has `{snapshotN}` but `snapshot-file` lists fewer than N files.
@@ -366,8 +375,12 @@ impl fmt::Display for SpecError {
             ),
             SpecErrorKind::NeedsDirtyLogFile => write!(
                 f,
-                "{DIRTY_LOG_PLACEHOLDER} in `hyp-args` needs `dirty-log-file = NAME`"
+                "{DIRTY_LOG_PLACEHOLDER} in `hyp-args` and `dirty-log-expect` need \
+                 `dirty-log-file = NAME`"
             ),
+            SpecErrorKind::BadDirtyLogExpect(v) => {
+                write!(f, "`dirty-log-expect` is `pass` or `missed`, not `{v}`")
+            }
             SpecErrorKind::RepeatedSnapshotFile(v) => {
                 write!(f, "`snapshot-file` lists `{v}` twice")
             }
@@ -478,6 +491,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
         hyp_args: String::new(),
         snapshot_files: Vec::new(),
         dirty_log_file: None,
+        dirty_log_missed: false,
         restore: None,
     };
     let mut then_restore = false;
@@ -501,6 +515,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
     let mut hyp_args_line = 0;
     let mut snapshot_file_line = 0;
     let mut dirty_log_line = 0;
+    let mut dirty_log_expect_line = 0;
     let mut features = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
@@ -626,6 +641,14 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
                 spec.dirty_log_file = Some(value.to_string());
                 dirty_log_line = line;
             }
+            "dirty-log-expect" => {
+                spec.dirty_log_missed = match value {
+                    "pass" => false,
+                    "missed" => true,
+                    v => return Err(err(line, SpecErrorKind::BadDirtyLogExpect(v.to_string()))),
+                };
+                dirty_log_expect_line = line;
+            }
             "then-restore" => {
                 then_restore = parse_bool(line, key, value)?;
                 then_restore_line = line;
@@ -712,6 +735,9 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
     }
     if spec.expect.is_empty() && spec.expect_anywhere.is_empty() && spec.expect_number.is_empty() {
         return Err(err(0, SpecErrorKind::NothingChecked));
+    }
+    if dirty_log_expect_line != 0 && spec.dirty_log_file.is_none() {
+        return Err(err(dirty_log_expect_line, SpecErrorKind::NeedsDirtyLogFile));
     }
     let dirty_log_named = spec.hyp_args.contains(DIRTY_LOG_PLACEHOLDER);
     match (&spec.dirty_log_file, dirty_log_named) {
@@ -1352,6 +1378,25 @@ restore-expect = restored from a snapshot chain
                 "guest = linux\nexpect = x\nhyp-args = hyp.dirty-log={dirtylogs}\ndirty-log-file = h"
             ),
             SpecErrorKind::UnusedDirtyLogFile
+        );
+        assert!(!spec.dirty_log_missed);
+        let missed = parse(
+            "t",
+            "guest = linux\nexpect = x\nhyp-args = hyp.dirty-log={dirtylog}\n\
+             dirty-log-file = h\ndirty-log-expect = missed",
+        )
+        .unwrap();
+        assert!(missed.dirty_log_missed);
+        assert_eq!(
+            kind("guest = linux\nexpect = x\ndirty-log-expect = missed"),
+            SpecErrorKind::NeedsDirtyLogFile
+        );
+        assert_eq!(
+            kind(
+                "guest = linux\nexpect = x\nhyp-args = hyp.dirty-log={dirtylog}\n\
+                 dirty-log-file = h\ndirty-log-expect = fail"
+            ),
+            SpecErrorKind::BadDirtyLogExpect("fail".into())
         );
     }
 

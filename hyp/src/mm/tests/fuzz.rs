@@ -933,6 +933,17 @@ fn teeth_read_fault_installs_writable_while_logging() {
     );
 }
 
+#[test]
+fn teeth_harvest_without_write_protect() {
+    cases_to_catch(
+        Bugs {
+            skip_harvest_protect: true,
+            ..Bugs::default()
+        },
+        TlbBugs::default(),
+    );
+}
+
 /// The dropped leaf TLBI again, without the TLB/table agreement check, the freed-while-cached
 /// check and dirty logging: what remains to catch it is its consequence, a guest access
 /// through a stale translation (a stale read or a lost write).
