@@ -185,23 +185,21 @@ mod tests {
     #[test]
     fn the_log_is_on_while_anybody_uses_it() {
         let mut s = DirtyShare::<2>::new(2);
-        let mut enables = 0;
-        let mut disables = 0;
-        s.join(0, || Ok::<(), Infallible>(enables += 1)).unwrap();
-        s.join(1, || Ok::<(), Infallible>(enables += 1)).unwrap();
-        assert_eq!(s.leave(0, || Ok::<(), Infallible>(disables += 1)), Ok(true));
+        let (mut enables, mut disables) = (0, 0);
+        let count = |n: &mut i32| {
+            *n += 1;
+            Ok::<(), Infallible>(())
+        };
+        s.join(0, || count(&mut enables)).unwrap();
+        s.join(1, || count(&mut enables)).unwrap();
+        assert_eq!(s.leave(0, || count(&mut disables)), Ok(true));
         assert_eq!(disables, 0, "user 1 still logs");
-        assert_eq!(
-            s.leave(0, || Ok::<(), Infallible>(disables += 1)),
-            Ok(false)
-        );
-        assert_eq!(s.leave(1, || Ok::<(), Infallible>(disables += 1)), Ok(true));
+        assert_eq!(s.leave(0, || count(&mut disables)), Ok(false));
+        assert_eq!(s.leave(1, || count(&mut disables)), Ok(true));
         assert_eq!((enables, disables), (1, 1));
         assert!(!s.any_user());
         let mut out = [0u64; 2];
-        let h = s.harvest(0, &mut out, |_| -> Result<u64, Infallible> {
-            panic!("off")
-        });
+        let h = s.harvest(0, &mut out, |_| -> Result<u64, Infallible> { panic!("off") });
         assert_eq!(h, Ok(None));
     }
 
