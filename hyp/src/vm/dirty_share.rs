@@ -199,7 +199,9 @@ mod tests {
         assert_eq!((enables, disables), (1, 1));
         assert!(!s.any_user());
         let mut out = [0u64; 2];
-        let h = s.harvest(0, &mut out, |_| -> Result<u64, Infallible> { panic!("off") });
+        let h = s.harvest(0, &mut out, |_| -> Result<u64, Infallible> {
+            panic!("off")
+        });
         assert_eq!(h, Ok(None));
     }
 
