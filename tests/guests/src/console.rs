@@ -21,6 +21,7 @@ pub mod reg {
     pub const PERIPH_ID0: usize = 0xfe0;
 
     pub const FR_BUSY: u32 = 1 << 3;
+    pub const FR_RXFE: u32 = 1 << 4;
     pub const FR_TXFF: u32 = 1 << 5;
     pub const FR_TXFE: u32 = 1 << 7;
     /// 8 data bits, FIFOs on.

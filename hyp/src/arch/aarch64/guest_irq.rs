@@ -57,6 +57,10 @@ pub fn init(machine: &Machine<'_>, console_input: bool) {
         dist.route(uart, boot_mpidr);
         dist.set_enabled(uart, true);
         console::enable_input();
+        // Bytes typed before now (piped in at QEMU's start) sit in the UART with their
+        // interrupt just cleared, and the UART takes no more until they are read: move them
+        // to the ring, where the monitor finds them once the VMs exist.
+        read_console();
     } else if console_input {
         log::warn!("the console's DTB node names no SPI: guests get no console input");
     }

@@ -5,7 +5,9 @@
 //! within a timeout), that UARTCR, UARTLCR_H and UARTIMSC read back what was written, and the
 //! PrimeCell identification registers the AMBA bus matches the driver with. A failure points at
 //! the hypervisor's virtual PL011: register decode, read-back state, or the ID values (a wrong
-//! ID makes Linux skip the device: no console).
+//! ID makes Linux skip the device: no console). Last it reads the line the test typed before
+//! QEMU even started the hypervisor (`send` before any `expect`): input typed ahead must wait,
+//! not vanish.
 #![no_std]
 #![no_main]
 
@@ -82,5 +84,26 @@ fn main() -> ! {
         );
     }
     println!("uart: flags, control, line control, interrupt mask and IDs as a PL011's");
+
+    let mut line = [0u8; 64];
+    let mut len = 0;
+    while len < line.len() {
+        let ready = timer::wait_until(5000, || UART.read32(reg::FR) & reg::FR_RXFE == 0);
+        check!(
+            ready,
+            "no typed byte within 5 s after {len} (`{}`)",
+            core::str::from_utf8(&line[..len]).unwrap_or("?")
+        );
+        let b = (UART.read32(reg::DR) & 0xff) as u8;
+        if b == b'\n' || b == b'\r' {
+            break;
+        }
+        line[len] = b;
+        len += 1;
+    }
+    println!(
+        "uart: read the line typed ahead: `{}`",
+        core::str::from_utf8(&line[..len]).unwrap_or("(not UTF-8)")
+    );
     report::success()
 }

@@ -140,6 +140,8 @@ pub(super) fn init(guests: &[&'static Guest], bootargs: &str) {
         })
     });
     SCHEDULED.store(any, Ordering::Release);
+    // What was typed while the VMs were being created.
+    console_input();
 }
 
 /// Prints the monitor's echo; a trailing newline closes its line (so the next output line
@@ -165,8 +167,9 @@ fn say(args: core::fmt::Arguments<'_>) {
 
 /// Routes bytes typed on the console (pCPU 0, from its receive interrupt).
 pub(super) fn console_input() {
+    // Typed before the VMs exist (e.g. piped in at QEMU's start): kept in the ring until
+    // `init` routes them, not dropped.
     let Some(input) = INPUT.get() else {
-        guest_irq::take_input(|_| true);
         return;
     };
     let mut kick: Option<&'static Guest> = None;
