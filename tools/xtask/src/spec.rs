@@ -35,6 +35,8 @@
 //!                                    # restore-* keys:
 //! restore-expect = workload: PASS    # must appear, each after the previous (repeatable)
 //! restore-forbid = bad words 1       # must not appear (repeatable)
+//! restore-send = echo hi             # as `send`, after the `restore-expect`s above it
+//! restore-send-raw = \x1d            # as `send-raw`
 //! restore-exit = 0                   # as `exit` (default 0)
 //! restore-timeout = 120              # as `timeout` (default: `timeout`)
 //! dirty-log-file = h.dlog            # a file in the scratch dir, `{dirtylog}` in hyp-args
@@ -84,6 +86,8 @@ const KEYS: &[&str] = &[
     "then-restore",
     "restore-expect",
     "restore-forbid",
+    "restore-send",
+    "restore-send-raw",
     "restore-exit",
     "restore-timeout",
     "dirty-log-file",
@@ -156,6 +160,8 @@ pub enum ExpectedExit {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestorePhase {
     pub expect: Vec<String>,
+    /// As [`Spec::send`], against `expect`.
+    pub send: Vec<(usize, Vec<u8>)>,
     pub forbid: Vec<String>,
     pub exit: ExpectedExit,
     pub timeout: Duration,
@@ -212,8 +218,8 @@ impl Spec {
             })
     }
 
-    /// The restore run as a spec of its own, for [`judge`]: its checks, no guest to boot and
-    /// nothing to type.
+    /// The restore run as a spec of its own, for [`judge`]: its checks and what to type, no
+    /// guest to boot.
     pub fn restore_spec(&self) -> Option<Spec> {
         let phase = self.restore.as_ref()?;
         Some(Spec {
@@ -221,7 +227,7 @@ impl Spec {
             expect: phase.expect.clone(),
             expect_anywhere: Vec::new(),
             expect_number: Vec::new(),
-            send: Vec::new(),
+            send: phase.send.clone(),
             forbid: phase.forbid.clone(),
             exit: phase.exit,
             timeout: phase.timeout,
@@ -497,6 +503,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
     let mut then_restore = false;
     let mut restore = RestorePhase {
         expect: Vec::new(),
+        send: Vec::new(),
         forbid: Vec::new(),
         exit: ExpectedExit::Code(0),
         timeout: Duration::ZERO,
@@ -542,6 +549,8 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
                 | "send-raw"
                 | "restore-expect"
                 | "restore-forbid"
+                | "restore-send"
+                | "restore-send-raw"
         );
         if !repeatable && seen.contains(&key) {
             return Err(err(line, SpecErrorKind::Repeated(key)));
@@ -654,6 +663,14 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
                 then_restore_line = line;
             }
             "restore-expect" => restore.expect.push(value.to_string()),
+            "restore-send" | "restore-send-raw" => {
+                let mut bytes =
+                    unescape(value).map_err(|e| err(line, SpecErrorKind::BadEscape(e)))?;
+                if key == "restore-send" {
+                    bytes.push(b'\n');
+                }
+                restore.send.push((restore.expect.len(), bytes));
+            }
             "restore-forbid" => restore.forbid.push(value.to_string()),
             "restore-exit" => restore.exit = parse_exit(line, value)?,
             "restore-timeout" => restore_timeout = Some(Duration::from_secs(number(value)?)),
@@ -1223,7 +1240,9 @@ hyp-args = hyp.log=info hyp.snapshot={snapshot}@15000
 expect = domU1: snapshot
 timeout = 100
 then-restore = true
+restore-send = echo early
 restore-expect = workload: total bad words 0
+restore-send-raw = \\x1d
 restore-expect = workload: PASS
 restore-forbid = panic
 restore-exit = nonzero
@@ -1244,6 +1263,7 @@ restore-exit = nonzero
                     "workload: total bad words 0".into(),
                     "workload: PASS".into()
                 ],
+                send: vec![(0, b"echo early\n".to_vec()), (1, vec![0x1d])],
                 forbid: vec!["panic".into()],
                 exit: ExpectedExit::NonZero,
                 timeout: Duration::from_secs(100),
@@ -1252,7 +1272,9 @@ restore-exit = nonzero
         let second = spec.restore_spec().unwrap();
         assert_eq!(second.name, "linux/snap (restore)");
         assert_eq!(second.expect, spec.restore.as_ref().unwrap().expect);
-        assert_eq!((second.guest.as_ref(), second.send.len()), (None, 0));
+        assert_eq!(second.guest, None);
+        assert_eq!(second.send, spec.restore.as_ref().unwrap().send);
+        assert!(spec.send.is_empty(), "restore-send types in the restore run only");
         let out = "workload: total bad words 0\nworkload: PASS\n";
         assert_eq!(judge(&second, out, Outcome::Exited(1)), None);
         assert_eq!(
