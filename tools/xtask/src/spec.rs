@@ -1274,7 +1274,10 @@ restore-exit = nonzero
         assert_eq!(second.expect, spec.restore.as_ref().unwrap().expect);
         assert_eq!(second.guest, None);
         assert_eq!(second.send, spec.restore.as_ref().unwrap().send);
-        assert!(spec.send.is_empty(), "restore-send types in the restore run only");
+        assert!(
+            spec.send.is_empty(),
+            "restore-send types in the restore run only"
+        );
         let out = "workload: total bad words 0\nworkload: PASS\n";
         assert_eq!(judge(&second, out, Outcome::Exited(1)), None);
         assert_eq!(
