@@ -82,7 +82,7 @@ pub(super) fn take(t: &Guest, me: Option<usize>, req: &SnapshotRequest) {
     let file = req.file.as_str();
     let kind = match &req.base {
         None => Kind::Full,
-        Some(base) => match diff_base(t, file, base.as_str()) {
+        Some(base) => match diff_base(t, base.as_str()) {
             Ok(base_id) => Kind::Diff { base_id },
             Err(e) => {
                 say(format_args!("{}: snapshot {file}: {e}", t.name));
@@ -147,11 +147,9 @@ pub(super) fn take(t: &Guest, me: Option<usize>, req: &SnapshotRequest) {
 }
 
 /// The id a diff of `t` relative to the snapshot file `base` names: `base` must be the VM's
-/// latest snapshot, the one its writes have been tracked since.
-fn diff_base(t: &Guest, file: &str, base: &str) -> Result<u64, Failure> {
-    if file == base {
-        return Err("a diff cannot overwrite its own base".into());
-    }
+/// latest snapshot, the one its writes have been tracked since. (The request was refused
+/// already if it names its base as its own file.)
+fn diff_base(t: &Guest, base: &str) -> Result<u64, Failure> {
     let mut bytes = [0u8; crate::snapshot::HEADER_LEN];
     HostFile::open_read(base)
         .and_then(|mut f| f.read_exact(&mut bytes))
@@ -175,8 +173,8 @@ fn diff_base(t: &Guest, file: &str, base: &str) -> Result<u64, Failure> {
     Ok(h.id)
 }
 
-/// After a snapshot of kind `kind`, successful or not: on success the VM's writes from now
-/// on are what the next diff saves; on failure tracking stops (pages already harvested for
+/// After a snapshot (`header`'s), successful or not: on success the VM's writes from now on
+/// are what the next diff saves; on failure tracking stops (pages already harvested for
 /// it are lost, so no diff may follow until a full snapshot).
 fn track(t: &Guest, header: &Header, file: &str, ok: bool) {
     let mut d = t.dirty.lock();
@@ -203,7 +201,13 @@ fn start_tracking(t: &Guest, kind: Kind) -> Result<(), Failure> {
             d.tracked = None;
             Ok(())
         }
-        Kind::Diff { .. } if d.is_user(User::Snapshots) => Ok(()),
+        // A reset (another pCPU) may have ended tracking since the base was checked.
+        Kind::Diff { base_id }
+            if d.is_user(User::Snapshots)
+                && d.tracked.as_ref().is_some_and(|t| t.id == base_id) =>
+        {
+            Ok(())
+        }
         Kind::Diff { .. } => Err("snapshot tracking stopped meanwhile".into()),
     }
 }
