@@ -379,9 +379,9 @@ fn guest_counter(t: &Guest) -> u64 {
 /// The `hyp.dirty-log=` file (format in `monitor::bootargs`).
 struct DirtyLogFile {
     path: crate::monitor::path::HostPath,
-    /// `None` until the first harvest opens it (the VM's RAM is known then), and after a
-    /// write failed (reported once).
+    /// `None` until the first harvest opens it (the VM's RAM is known then).
     file: Option<HostFile>,
+    /// A write failed (reported once): nothing more is logged.
     failed: bool,
 }
 
