@@ -602,11 +602,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
                 .extend(value.split_whitespace().map(str::to_string)),
             "expect" => spec.expect.push(value.to_string()),
             "send" | "send-raw" => {
-                let mut bytes =
-                    unescape(value).map_err(|e| err(line, SpecErrorKind::BadEscape(e)))?;
-                if key == "send" {
-                    bytes.push(b'\n');
-                }
+                let bytes = typed(line, value, key == "send")?;
                 spec.send.push((spec.expect.len(), bytes));
             }
             "hyp-args" => {
@@ -664,11 +660,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
             }
             "restore-expect" => restore.expect.push(value.to_string()),
             "restore-send" | "restore-send-raw" => {
-                let mut bytes =
-                    unescape(value).map_err(|e| err(line, SpecErrorKind::BadEscape(e)))?;
-                if key == "restore-send" {
-                    bytes.push(b'\n');
-                }
+                let bytes = typed(line, value, key == "restore-send")?;
                 restore.send.push((restore.expect.len(), bytes));
             }
             "restore-forbid" => restore.forbid.push(value.to_string()),
@@ -837,6 +829,15 @@ fn placeholders_used(hyp_args: &str) -> Result<Vec<usize>, SpecErrorKind> {
     used.sort_unstable();
     used.dedup();
     Ok(used)
+}
+
+/// The bytes a `send`-like key types: `value` unescaped, with a newline for a whole line.
+fn typed(line: usize, value: &str, newline: bool) -> Result<Vec<u8>, SpecError> {
+    let mut bytes = unescape(value).map_err(|e| err(line, SpecErrorKind::BadEscape(e)))?;
+    if newline {
+        bytes.push(b'\n');
+    }
+    Ok(bytes)
 }
 
 /// A file name for the test's scratch directory: no path, no hidden file, no character a
