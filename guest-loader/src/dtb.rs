@@ -208,9 +208,10 @@ pub fn validate(blob: &[u8]) -> Result<&[u8], DtbError> {
 }
 
 fn check_reservations(map: &[u8]) -> Result<(), DtbError> {
-    for entry in map.chunks_exact(16) {
-        let word = |i: usize| u64::from_be_bytes(entry[i..i + 8].try_into().unwrap_or([0; 8]));
-        let (base, size) = (word(0), word(8));
+    for entry in map.as_chunks::<16>().0 {
+        let (base, size) = entry.split_at(8);
+        let word = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+        let (base, size) = (word(base), word(size));
         if base == 0 && size == 0 {
             return Ok(());
         }

@@ -125,7 +125,7 @@ impl LineEditor {
             }
             CTRL_U => {
                 let n = self.len * ERASE.len();
-                for chunk in self.echo[..n].chunks_exact_mut(ERASE.len()) {
+                for chunk in self.echo[..n].as_chunks_mut::<{ ERASE.len() }>().0 {
                     chunk.copy_from_slice(ERASE);
                 }
                 self.len = 0;

@@ -371,7 +371,7 @@ fn timer<'a>(fdt: &fdt::Fdt<'a>, gic_cells: u32) -> Result<TimerIrqs, DtbError<'
                 return Err(bad("it does not hold four (type, number, flags) triples"));
             }
             let mut ppis = [0u32; 4];
-            for (i, t) in prop.value.chunks_exact(12).take(4).enumerate() {
+            for (i, t) in prop.value.as_chunks::<12>().0.iter().take(4).enumerate() {
                 let cell = |k: usize| {
                     u32::from_be_bytes([t[k * 4], t[k * 4 + 1], t[k * 4 + 2], t[k * 4 + 3]])
                 };

@@ -281,9 +281,11 @@ impl<'a> PageRun<'a> {
     pub fn pages(&self) -> impl Iterator<Item = (u64, &'a [u8])> + use<'a> {
         let first = self.first_gfn;
         self.data
-            .chunks_exact(PAGE_SIZE)
+            .as_chunks::<PAGE_SIZE>()
+            .0
+            .iter()
             .enumerate()
-            .map(move |(i, p)| (first + i as u64, p))
+            .map(move |(i, p)| (first + i as u64, p.as_slice()))
     }
 }
 

@@ -42,6 +42,8 @@ const GUEST_CRATES: &[(&str, &str, &str)] = &[
 pub fn run() -> Result<()> {
     let ws = Workspace::locate()?;
     ws.require_target(HYP_TARGET)?;
+    ws.require_component("rustfmt", "fmt")?;
+    ws.require_component("clippy", "clippy")?;
     let mut steps: Vec<(String, Vec<String>)> = CARGO_STEPS
         .iter()
         .map(|(what, args)| {

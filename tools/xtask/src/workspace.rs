@@ -57,19 +57,45 @@ impl Workspace {
             .context("cannot run `rustc`; install Rust with rustup (https://rustup.rs)")?;
         if !out.status.success() {
             bail!(
-                "`rustc --print sysroot` failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+                "`rustc --print sysroot` failed: {}\n{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                self.toolchain_fix()
             );
         }
         let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         if !sysroot.join("lib/rustlib").join(target).is_dir() {
             bail!(
-                "the Rust target {target} is not installed; run `rustup target add {target}` \
-                 in {} (or `rustup show`, which installs what rust-toolchain.toml lists)",
-                self.root.display()
+                "the Rust target {target} is not installed in {}\n{}",
+                sysroot.display(),
+                self.toolchain_fix()
             );
         }
         Ok(())
+    }
+
+    /// Fails unless the toolchain's `component` (rustfmt, clippy) answers `cargo SUB --version`.
+    pub fn require_component(&self, component: &str, sub: &str) -> Result<()> {
+        let ok = self
+            .cargo()
+            .args([sub, "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            bail!(
+                "the Rust component {component} is not installed (`cargo {sub}` does not run)\n{}",
+                self.toolchain_fix()
+            );
+        }
+        Ok(())
+    }
+
+    /// What installs the pinned toolchain with every target and component it needs.
+    fn toolchain_fix(&self) -> String {
+        format!(
+            "rust-toolchain.toml pins the release with its targets and components; install them \
+             with `rustup toolchain install` in {} (rustup 1.28 or newer)",
+            self.root.display()
+        )
     }
 }
 
