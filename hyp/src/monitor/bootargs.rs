@@ -2,25 +2,33 @@
 //! (`/chosen/bootargs` of the boot DTB, separated by spaces), so tests and benchmarks need no
 //! typed input.
 //!
-//! Timed actions (repeatable; each runs once, when the guest time of its VM, as its virtual
-//! counter shows it, reaches `MS` milliseconds; actions due at the same time run in the order
-//! given):
+//! Timed actions (repeatable; each runs once, when its `WHEN` comes, see below):
 //!
 //! | bootarg | does what the monitor command does |
 //! |---|---|
-//! | `hyp.snapshot=FILE@MS[,live][,base=FILE][,vm=VM]` | `snapshot FILE [--live] [--base FILE] [VM]` |
-//! | `hyp.pause=MS[,vm=VM]` | `pause [VM]` |
-//! | `hyp.resume=MS[,vm=VM]` | `resume [VM]` |
-//! | `hyp.migrate=PAGES@MS[,vm=VM]` | `migrate PAGES [VM]` |
-//! | `hyp.dirty=start\|stop\|stats@MS[,vm=VM]` | `dirty start\|stop\|stats [VM]` |
-//! | `hyp.stats=MS[,vm=VM]` | `stats [VM]` |
+//! | `hyp.snapshot=FILE@WHEN[,live][,base=FILE][,vm=VM]` | `snapshot FILE [--live] [--base FILE] [VM]` |
+//! | `hyp.pause=WHEN[,vm=VM]` | `pause [VM]` |
+//! | `hyp.resume=WHEN[,vm=VM]` | `resume [VM]` |
+//! | `hyp.migrate=PAGES@WHEN[,vm=VM]` | `migrate PAGES [VM]` |
+//! | `hyp.dirty=start\|stop\|stats@WHEN[,vm=VM]` | `dirty start\|stop\|stats [VM]` |
+//! | `hyp.stats=WHEN[,vm=VM]` | `stats [VM]` |
+//!
+//! `WHEN` is either of:
+//! - `MS`: when VM 1's guest time, as its virtual counter shows it, reaches `MS` milliseconds;
+//!   actions due at the same time run in the order given.
+//! - `after:TEXT`: once the action's VM has printed `TEXT` on its console, within one line (as
+//!   soon as its last byte is out; [`crate::monitor::trigger`]). `TEXT` is 1 to
+//!   [`TEXT_MAX`](super::trigger::TEXT_MAX) bytes of printable ASCII without commas; actions waiting for the same text
+//!   run in the order given. This is what tests use: it follows the guest's progress, where a
+//!   time races it (a slow host boots the guest in more guest time). An action whose text never
+//!   comes never runs.
 //!
 //! Modes (for the whole run; if one is given twice the last wins, as with `hyp.log=`):
 //!
 //! | bootarg | meaning |
 //! |---|---|
-//! | `hyp.migrate-storm=PAGES_PER_MS[,vm=VM]` | migrate random pages continuously, this many per millisecond of guest time |
-//! | `hyp.dirty-harvest=MS[,vm=VM]` | log dirty pages from boot and harvest them every `MS` ms |
+//! | `hyp.migrate-storm=PAGES_PER_MS[@WHEN][,vm=VM]` | migrate random pages continuously, this many per millisecond of guest time |
+//! | `hyp.dirty-harvest=MS[@WHEN][,vm=VM]` | log dirty pages and harvest them every `MS` ms |
 //! | `hyp.dirty-check=0\|1` | at every harvest, walk stage 2 and check that writable implies dirty |
 //! | `hyp.dirty-log=FILE` | append each `dirty-harvest` harvest's pages to the host file FILE (format below) |
 //!
@@ -32,12 +40,16 @@
 //! then that many u64 bitmap words (bit `i` of word `w`: GFN `first + 64 w + i` was written
 //! since the previous harvest). A run that was cut short may end inside a record.
 //!
+//! A storm or harvest starts at boot, or when its `@WHEN` comes (e.g.
+//! `hyp.migrate-storm=1@after:WORKLOAD-STARTED`: from the first line of the workload on).
+//!
 //! `MS` is 0 to [`MS_MAX`] (the interval of `dirty-harvest` at least 1), `PAGES` 1 to
 //! [`MIGRATE_MAX`], `PAGES_PER_MS` 1 to [`STORM_MAX`]; numbers are plain decimal. `VM` is a
 //! number or name as in the monitor, VM 1 by default. `FILE` is a host path (no spaces, and no
-//! commas, which separate options; a `@` is allowed, the last one starts `MS`). A chain of
-//! snapshots is several `hyp.snapshot=` with `base=`, e.g.
-//! `hyp.snapshot=a@2000 hyp.snapshot=b@4000,base=a hyp.snapshot=c@6000,base=b`.
+//! commas, which separate options; a `@` is allowed: `WHEN` starts at the first `@after:`, or
+//! else at the last `@`). A chain of snapshots is several `hyp.snapshot=` with `base=`, e.g.
+//! `hyp.snapshot=a@2000 hyp.snapshot=b@4000,base=a hyp.snapshot=c@6000,base=b`, or
+//! `hyp.snapshot=a@after:PASS-1 hyp.snapshot=b@after:PASS-3,base=a`.
 //!
 //! Arguments without the `hyp.` prefix are not ours and are skipped, and so are the
 //! [`FOREIGN_KEYS`] such as `hyp.log=` (read by [`crate::log::level_from_bootargs`]). Any other `hyp.` argument that is unknown or
@@ -50,6 +62,7 @@ use super::command::{
 };
 use super::path::HostPath;
 use super::select::VmSelector;
+use super::trigger::{AFTER, Trigger};
 use super::word::Word;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -97,19 +110,19 @@ pub static KEYS: [KeySpec; 10] = [
     key(
         Key::Snapshot,
         "hyp.snapshot=",
-        "FILE@MS[,live][,base=FILE][,vm=VM]",
+        "FILE@WHEN[,live][,base=FILE][,vm=VM]",
     ),
-    key(Key::Pause, "hyp.pause=", "MS[,vm=VM]"),
-    key(Key::Resume, "hyp.resume=", "MS[,vm=VM]"),
-    key(Key::Migrate, "hyp.migrate=", "PAGES@MS[,vm=VM]"),
-    key(Key::Dirty, "hyp.dirty=", "start|stop|stats@MS[,vm=VM]"),
-    key(Key::Stats, "hyp.stats=", "MS[,vm=VM]"),
+    key(Key::Pause, "hyp.pause=", "WHEN[,vm=VM]"),
+    key(Key::Resume, "hyp.resume=", "WHEN[,vm=VM]"),
+    key(Key::Migrate, "hyp.migrate=", "PAGES@WHEN[,vm=VM]"),
+    key(Key::Dirty, "hyp.dirty=", "start|stop|stats@WHEN[,vm=VM]"),
+    key(Key::Stats, "hyp.stats=", "WHEN[,vm=VM]"),
     key(
         Key::MigrateStorm,
         "hyp.migrate-storm=",
-        "PAGES_PER_MS[,vm=VM]",
+        "PAGES_PER_MS[@WHEN][,vm=VM]",
     ),
-    key(Key::DirtyHarvest, "hyp.dirty-harvest=", "MS[,vm=VM]"),
+    key(Key::DirtyHarvest, "hyp.dirty-harvest=", "MS[@WHEN][,vm=VM]"),
     key(Key::DirtyCheck, "hyp.dirty-check=", "0|1"),
     key(Key::DirtyLog, "hyp.dirty-log=", "FILE"),
 ];
@@ -122,17 +135,17 @@ const fn key(key: Key, prefix: &'static str, syntax: &'static str) -> KeySpec {
     }
 }
 
-/// A monitor command to run at a guest time.
+/// A monitor command to run when its trigger comes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timed {
-    pub at_ms: u64,
+    pub when: Trigger,
     pub command: Command,
 }
 
 /// `at 2000 ms: snapshot a.snap --live 1`, for the log.
 impl fmt::Display for Timed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "at {} ms: {}", self.at_ms, self.command)
+        write!(f, "{}: {}", self.when, self.command)
     }
 }
 
@@ -141,20 +154,26 @@ impl fmt::Display for Timed {
 pub struct Storm {
     pub pages_per_ms: u32,
     pub vm: VmSelector,
+    /// When it starts (`At(0)`: from boot).
+    pub start: Trigger,
 }
 
-/// `hyp.dirty-harvest=`: dirty logging from boot with a periodic harvest.
+/// `hyp.dirty-harvest=`: dirty logging with a periodic harvest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Harvest {
     pub every_ms: u64,
     pub vm: VmSelector,
+    /// When logging starts (`At(0)`: from boot).
+    pub start: Trigger,
 }
 
 /// What the bootargs ask for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Schedule {
-    /// Earliest first; same-time actions in bootarg order.
+    /// The actions due at a guest time: earliest first; same-time actions in bootarg order.
     timed: VecDeque<Timed>,
+    /// The actions waiting for a console text, in bootarg order.
+    watched: Vec<Timed>,
     pub migrate_storm: Option<Storm>,
     pub dirty_harvest: Option<Harvest>,
     /// `hyp.dirty-check=1`.
@@ -164,32 +183,42 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// The timed actions not yet taken, earliest first.
+    /// The actions not yet taken: those due at a time, earliest first, then those waiting for
+    /// a console text.
     pub fn timed(&self) -> impl Iterator<Item = &Timed> {
-        self.timed.iter()
+        self.timed.iter().chain(&self.watched)
     }
 
-    /// How many timed actions are left.
+    /// How many actions are left.
     pub fn len(&self) -> usize {
-        self.timed.len()
+        self.timed.len() + self.watched.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.timed.is_empty()
+        self.timed.is_empty() && self.watched.is_empty()
     }
 
-    /// When the next action is due, to arm a timer for it.
+    /// When the next action due at a time is, to arm a timer for it.
     pub fn next_due_ms(&self) -> Option<u64> {
-        self.timed.front().map(|t| t.at_ms)
+        self.timed.front().map(|t| match t.when {
+            Trigger::At(ms) => ms,
+            Trigger::After(_) => 0,
+        })
     }
 
-    /// The next action if it is due at `now_ms`; call again until `None`.
+    /// The next action due at a time if it is due at `now_ms`; call again until `None`.
     pub fn take_due(&mut self, now_ms: u64) -> Option<Timed> {
         if self.next_due_ms()? <= now_ms {
             self.timed.pop_front()
         } else {
             None
         }
+    }
+
+    /// Takes out the actions that wait for a console text, in bootarg order, for the caller to
+    /// watch the consoles for (a [`crate::monitor::trigger::ConsoleWatch`]).
+    pub fn take_watched(&mut self) -> Vec<Timed> {
+        core::mem::take(&mut self.watched)
     }
 }
 
@@ -272,9 +301,16 @@ pub fn schedule_from_bootargs(bootargs: &str) -> (Schedule, Vec<BootargError>) {
             Err(reason) => errors.push(error(BootargReason::Value { spec, reason })),
         }
     }
+    let (mut timed, watched): (Vec<Timed>, Vec<Timed>) = timed
+        .into_iter()
+        .partition(|t: &Timed| matches!(t.when, Trigger::At(_)));
     // Stable: actions due at the same time keep their order.
-    timed.sort_by_key(|t: &Timed| t.at_ms);
+    timed.sort_by_key(|t: &Timed| match t.when {
+        Trigger::At(ms) => ms,
+        Trigger::After(_) => 0,
+    });
     schedule.timed = timed.into();
+    schedule.watched = watched;
     (schedule, errors)
 }
 
@@ -284,43 +320,57 @@ fn parse_value(key: Key, value: &str, schedule: &mut Schedule) -> Result<Option<
     let head = parts.next().unwrap_or("");
     let opts = Options::parse(parts, key == Key::Snapshot)?;
     let vm = opts.vm.clone().unwrap_or_default();
-    let at = |what: &'static str| -> Result<(&str, u64), Reason> {
-        let (arg, ms) = head.rsplit_once('@').ok_or(Reason::Missing(what))?;
-        Ok((arg, parse_number(ms, 0, MS_MAX)?))
+    let at = |what: &'static str| -> Result<(&str, Trigger), Reason> {
+        let (arg, when) = split_when(head).ok_or(Reason::Missing(what))?;
+        Ok((arg, Trigger::parse(when, MS_MAX)?))
     };
-    let command = |at_ms, command| Ok(Some(Timed { at_ms, command }));
+    // A mode's `[@WHEN]`: from boot without it.
+    let start = || -> Result<(&str, Trigger), Reason> {
+        match split_when(head) {
+            Some((arg, when)) => Ok((arg, Trigger::parse(when, MS_MAX)?)),
+            None => Ok((head, Trigger::At(0))),
+        }
+    };
+    let command = |when, command| Ok(Some(Timed { when, command }));
     match key {
         Key::Snapshot => {
-            let (file, at_ms) = at("@MS after FILE")?;
+            let (file, when) = at("@WHEN after FILE")?;
             let file = parse_path(file)?;
             let request = SnapshotRequest::new(file, opts.live, opts.base, vm)?;
-            command(at_ms, Command::Snapshot(request))
+            command(when, Command::Snapshot(request))
         }
-        Key::Pause => command(parse_ms(head)?, Command::Pause(vm)),
-        Key::Resume => command(parse_ms(head)?, Command::Resume(vm)),
-        Key::Stats => command(parse_ms(head)?, Command::Stats(vm)),
+        Key::Pause => command(Trigger::parse(head, MS_MAX)?, Command::Pause(vm)),
+        Key::Resume => command(Trigger::parse(head, MS_MAX)?, Command::Resume(vm)),
+        Key::Stats => command(Trigger::parse(head, MS_MAX)?, Command::Stats(vm)),
         Key::Migrate => {
-            let (pages, at_ms) = at("@MS after PAGES")?;
+            let (pages, when) = at("@WHEN after PAGES")?;
             let pages = parse_number(pages, 1, MIGRATE_MAX.into())?;
             let pages = u32::try_from(pages).unwrap_or(MIGRATE_MAX);
-            command(at_ms, Command::Migrate { pages, vm })
+            command(when, Command::Migrate { pages, vm })
         }
         Key::Dirty => {
-            let (op, at_ms) = at("@MS after start|stop|stats")?;
+            let (op, when) = at("@WHEN after start|stop|stats")?;
             let op = DirtyOp::parse(op)?;
-            command(at_ms, Command::Dirty { op, vm })
+            command(when, Command::Dirty { op, vm })
         }
         Key::MigrateStorm => {
-            let rate = parse_number(head, 1, STORM_MAX.into())?;
+            let (rate, start) = start()?;
+            let rate = parse_number(rate, 1, STORM_MAX.into())?;
             schedule.migrate_storm = Some(Storm {
                 pages_per_ms: u32::try_from(rate).unwrap_or(STORM_MAX),
                 vm,
+                start,
             });
             Ok(None)
         }
         Key::DirtyHarvest => {
-            let every_ms = parse_number(head, 1, MS_MAX)?;
-            schedule.dirty_harvest = Some(Harvest { every_ms, vm });
+            let (every, start) = start()?;
+            let every_ms = parse_number(every, 1, MS_MAX)?;
+            schedule.dirty_harvest = Some(Harvest {
+                every_ms,
+                vm,
+                start,
+            });
             Ok(None)
         }
         Key::DirtyLog => {
@@ -349,11 +399,17 @@ fn parse_value(key: Key, value: &str, schedule: &mut Schedule) -> Result<Option<
     }
 }
 
-fn parse_ms(w: &str) -> Result<u64, Reason> {
-    if w.is_empty() {
-        return Err(Reason::Missing("MS"));
+/// `ARG@WHEN` into `ARG` and `WHEN`: at the first `@after:` (a text may hold `@`), else at the
+/// last `@` (a file name may).
+fn split_when(head: &str) -> Option<(&str, &str)> {
+    let after = head
+        .match_indices('@')
+        .map(|(i, _)| i)
+        .find(|&i| head[i + 1..].starts_with(AFTER));
+    match after {
+        Some(i) => Some((&head[..i], &head[i + 1..])),
+        None => head.rsplit_once('@'),
     }
-    parse_number(w, 0, MS_MAX)
 }
 
 /// The `,opt` parts after a value.

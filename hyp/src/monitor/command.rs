@@ -149,6 +149,21 @@ impl fmt::Display for Command {
 }
 
 impl Command {
+    /// The VM the command is about, if it is about one.
+    pub fn vm(&self) -> Option<&VmSelector> {
+        match self {
+            Self::Vcpus(vm)
+            | Self::Stats(vm)
+            | Self::Dirty { vm, .. }
+            | Self::Pause(vm)
+            | Self::Resume(vm)
+            | Self::Migrate { vm, .. }
+            | Self::Console(vm) => Some(vm),
+            Self::Snapshot(r) => Some(&r.vm),
+            Self::Help(_) | Self::Vms | Self::Mem | Self::Log(_) | Self::Exit => None,
+        }
+    }
+
     /// Parses one line typed at the monitor prompt.
     ///
     /// # Errors

@@ -9,6 +9,8 @@
 //!   table also produces `help`.
 //! - [`session`]: router + editor + parser in one step per byte, as the console driver uses them.
 //! - [`bootargs`]: `hyp.*` bootargs into a [`bootargs::Schedule`] of timed commands and modes.
+//! - [`trigger`]: when a bootarg operation runs (a guest time, or a text the VM's console
+//!   printed) and the watch over the consoles' output for those texts.
 //! - [`stats`]: the text of `vms`, `vcpus`, `stats` and `mem` from plain data.
 //! - [`select`], [`path`], [`word`]: VM selectors, host file names, and quoting user input in
 //!   errors.
@@ -25,6 +27,7 @@ pub mod router;
 pub mod select;
 pub mod session;
 pub mod stats;
+pub mod trigger;
 pub mod word;
 
 /// Where the monitor's multi-line output (`help`, reports) goes: called once per line, without

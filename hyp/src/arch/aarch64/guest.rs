@@ -92,6 +92,7 @@ impl SerialOut for GuestConsole {
             log::info!("{name}: first console output since the restore");
         }
         let (id, prefix) = (self.id, self.prefix);
+        monitor::console_output(id - 1, byte);
         self.line.push(byte, |piece, ends| {
             console::print_guest(id, prefix, piece, ends)
         });

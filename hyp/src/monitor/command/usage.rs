@@ -41,6 +41,13 @@ pub enum Reason {
     Path(BadPath),
     /// A snapshot whose base is the file it writes.
     BaseIsFile,
+    /// A console trigger's text longer than `max` bytes.
+    TextTooLong {
+        got: Word,
+        max: usize,
+    },
+    /// A console trigger's text with a byte that is not printable ASCII, or a comma.
+    BadText(Word),
 }
 
 impl fmt::Display for Reason {
@@ -60,6 +67,13 @@ impl fmt::Display for Reason {
             Self::Vm(e) => write!(f, "{e}"),
             Self::Path(e) => write!(f, "{e}"),
             Self::BaseIsFile => f.write_str("the snapshot would overwrite its own base"),
+            Self::TextTooLong { got, max } => {
+                write!(f, "text {got} is longer than {max} bytes")
+            }
+            Self::BadText(w) => write!(
+                f,
+                "text {w} may hold only printable ASCII without spaces or commas"
+            ),
         }
     }
 }

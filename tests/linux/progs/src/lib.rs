@@ -9,6 +9,7 @@ use core::arch::asm;
 
 const SYS_OPENAT: usize = 56;
 const SYS_CLOSE: usize = 57;
+const SYS_READ: usize = 63;
 const SYS_PREAD64: usize = 67;
 const SYS_WRITE: usize = 64;
 const SYS_NANOSLEEP: usize = 101;
@@ -308,6 +309,18 @@ pub fn pread(fd: isize, buf: &mut [u8], offset: u64) -> isize {
     unsafe {
         asm!("svc #0", in("x8") SYS_PREAD64, inlateout("x0") fd => ret,
              in("x1") buf.as_mut_ptr(), in("x2") buf.len(), in("x3") offset, options(nostack))
+    };
+    ret
+}
+
+/// Reads up to `buf.len()` bytes of `fd` (read(2)): the byte count (0 at end of file) or the
+/// negative errno.
+pub fn read(fd: isize, buf: &mut [u8]) -> isize {
+    let ret: isize;
+    // SAFETY: read(2) writes at most `buf.len()` bytes to `buf`, which we own.
+    unsafe {
+        asm!("svc #0", in("x8") SYS_READ, inlateout("x0") fd => ret,
+             in("x1") buf.as_mut_ptr(), in("x2") buf.len(), options(nostack))
     };
     ret
 }

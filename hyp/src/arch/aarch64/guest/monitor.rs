@@ -7,6 +7,9 @@
 //! Commands queue and run at pCPU 0's next service point (a guest exit, a wake-up from WFI, or
 //! its park loop while its VM is paused); a timed bootarg action runs when VM 1's guest time
 //! reaches it, a migration storm and periodic dirty harvests advance at every service point.
+//! A bootarg operation waiting for a console text is watched for on whichever pCPU the VM
+//! prints from ([`console_output`]); once the text is out it is handed to pCPU 0, which is
+//! kicked out of its WFI wait if it sleeps.
 
 use super::control::{self, Rng};
 use super::dirty_users::{self, User};
@@ -18,11 +21,12 @@ use crate::arch::aarch64::sysreg::{counter, counter_frequency};
 use crate::mm::addr::PAGE_SIZE;
 use crate::mm::ownership::{FrameState, Owner};
 use crate::monitor::PROMPT;
-use crate::monitor::bootargs::{Schedule, schedule_from_bootargs};
+use crate::monitor::bootargs::{Schedule, Timed, schedule_from_bootargs};
 use crate::monitor::command::{Command, DirtyOp, help};
 use crate::monitor::select::{VmNumber, VmSelector};
 use crate::monitor::session::{Action, MonitorInput};
 use crate::monitor::stats::{self, DirtyStats, MemStats, RunState, VcpuRow, VcpuState, VmRow};
+use crate::monitor::trigger::{ConsoleWatch, Trigger};
 use crate::sync::Mutex;
 use crate::vm::exit::Counter;
 use alloc::collections::VecDeque;
@@ -75,7 +79,11 @@ static PENDING: AtomicBool = AtomicBool::new(false);
 /// What the bootargs asked for, and the storm's and harvests' progress.
 struct Unattended {
     schedule: Schedule,
+    /// The storm has started (its start trigger came).
+    storm_on: bool,
     storm_last_ms: u64,
+    /// The periodic harvests have started.
+    harvest_on: bool,
     harvest_last_ms: u64,
     rng: Rng,
     dirty_log: Option<DirtyLogFile>,
@@ -84,6 +92,20 @@ struct Unattended {
 static UNATTENDED: Once<Mutex<Unattended>> = Once::new();
 /// Whether anything is scheduled at all (a cheap check on every exit of pCPU 0).
 static SCHEDULED: AtomicBool = AtomicBool::new(false);
+
+/// What a console text sets off.
+enum Fired {
+    Action(Timed),
+    StartStorm,
+    StartHarvest,
+}
+
+/// Bootarg operations waiting for their VM's console to print a text, by VM index.
+static WATCH: Once<Mutex<ConsoleWatch<Fired>>> = Once::new();
+/// Whether anything is watched (a cheap check on every byte a guest prints).
+static WATCHING: AtomicBool = AtomicBool::new(false);
+/// Texts that came, for pCPU 0's next service point.
+static FIRED: Mutex<VecDeque<Fired>> = Mutex::new(VecDeque::new());
 static STORM_MOVED: AtomicU64 = AtomicU64::new(0);
 
 /// Sets up console routing (guest input to the first VM with a console) and the bootargs'
@@ -94,11 +116,16 @@ pub(super) fn init(guests: &[&'static Guest], bootargs: &str) {
         .position(|g| g.has_uart)
         .and_then(VmNumber::from_index);
     INPUT.call_once(|| Mutex::new(MonitorInput::new(console)));
-    let (schedule, errors) = schedule_from_bootargs(bootargs);
+    let (mut schedule, errors) = schedule_from_bootargs(bootargs);
     for e in &errors {
         log::error!("{e}");
     }
-    let any = !schedule.is_empty()
+    let watch = watch_consoles(guests, &mut schedule);
+    let watching = !watch.is_empty();
+    WATCH.call_once(|| Mutex::new(watch));
+    WATCHING.store(watching, Ordering::Release);
+    let any = watching
+        || !schedule.is_empty()
         || schedule.migrate_storm.is_some()
         || schedule.dirty_harvest.is_some();
     if any {
@@ -134,7 +161,9 @@ pub(super) fn init(guests: &[&'static Guest], bootargs: &str) {
         Mutex::new(Unattended {
             dirty_log,
             schedule,
+            storm_on: false,
             storm_last_ms: 0,
+            harvest_on: false,
             harvest_last_ms: 0,
             rng: Rng::new(0x5eed_1234),
         })
@@ -142,6 +171,72 @@ pub(super) fn init(guests: &[&'static Guest], bootargs: &str) {
     SCHEDULED.store(any, Ordering::Release);
     // What was typed while the VMs were being created.
     console_input();
+}
+
+/// The schedule's operations that wait for a console text, to watch for; those naming no VM
+/// that exists are refused (logged).
+fn watch_consoles(guests: &[&'static Guest], schedule: &mut Schedule) -> ConsoleWatch<Fired> {
+    let names: Vec<&str> = guests.iter().map(|g| g.name).collect();
+    let mut watch = ConsoleWatch::new(guests.len());
+    let mut add = |sel: &VmSelector, when: &Trigger, item: Fired, what: &dyn core::fmt::Display| {
+        let Trigger::After(text) = when else {
+            return;
+        };
+        let vm = match sel.resolve(&names) {
+            Ok(n) if guests[n.index()].has_uart => n.index(),
+            Ok(_) => {
+                log::error!("bootargs: {what}: the VM has no console to watch; ignored");
+                return;
+            }
+            Err(e) => {
+                log::error!("bootargs: {what}: {e}; ignored");
+                return;
+            }
+        };
+        let _ = watch.watch(vm, text.clone(), item);
+    };
+    for t in schedule.take_watched() {
+        let sel = t.command.vm().cloned().unwrap_or_default();
+        let when = t.when.clone();
+        let what = alloc::format!("{t}");
+        add(&sel, &when, Fired::Action(t), &what);
+    }
+    if let Some(storm) = &schedule.migrate_storm {
+        let what = alloc::format!("migration storm {}", storm.start);
+        add(&storm.vm, &storm.start, Fired::StartStorm, &what);
+    }
+    if let Some(h) = &schedule.dirty_harvest {
+        let what = alloc::format!("dirty harvest {}", h.start);
+        add(&h.vm, &h.start, Fired::StartHarvest, &what);
+    }
+    watch
+}
+
+/// VM `index` printed `byte` on its console (any pCPU, under its devices lock): sets off the
+/// bootarg operations waiting for a text that byte completes.
+pub(super) fn console_output(index: usize, byte: u8) {
+    if !WATCHING.load(Ordering::Acquire) {
+        return;
+    }
+    let Some(watch) = WATCH.get() else {
+        return;
+    };
+    let mut fired = false;
+    {
+        let mut w = watch.lock();
+        w.byte(index, byte, |item| {
+            FIRED.lock().push_back(item);
+            fired = true;
+        });
+        if w.is_empty() {
+            WATCHING.store(false, Ordering::Release);
+        }
+    }
+    if fired {
+        SCHEDULED.store(true, Ordering::Release);
+        // pCPU 0 runs it, and may be asleep in a WFI wait with no timer armed.
+        guest_irq::kick(0);
+    }
 }
 
 /// Prints the monitor's echo; a trailing newline closes its line (so the next output line
@@ -278,7 +373,31 @@ fn unattended() {
         QUEUE.lock().push_back(t.command);
         PENDING.store(true, Ordering::Release);
     }
-    if let Some(storm) = u.schedule.migrate_storm.clone() {
+    let fired: Vec<Fired> = FIRED.lock().drain(..).collect();
+    for f in fired {
+        match f {
+            Fired::Action(t) => {
+                log::info!("bootargs: {t}");
+                QUEUE.lock().push_back(t.command);
+                PENDING.store(true, Ordering::Release);
+            }
+            Fired::StartStorm => start_storm(&mut u, now),
+            Fired::StartHarvest => start_harvest(&mut u, now),
+        }
+    }
+    if !u.storm_on
+        && let Some(Trigger::At(ms)) = u.schedule.migrate_storm.as_ref().map(|s| &s.start)
+        && now >= *ms
+    {
+        start_storm(&mut u, now);
+    }
+    if !u.harvest_on
+        && let Some(Trigger::At(ms)) = u.schedule.dirty_harvest.as_ref().map(|h| &h.start)
+        && now >= *ms
+    {
+        start_harvest(&mut u, now);
+    }
+    if let Some(storm) = u.schedule.migrate_storm.clone().filter(|_| u.storm_on) {
         let due = now.saturating_sub(u.storm_last_ms) * u64::from(storm.pages_per_ms);
         if due > 0 {
             u.storm_last_ms = now;
@@ -288,7 +407,7 @@ fn unattended() {
             }
         }
     }
-    if let Some(h) = u.schedule.dirty_harvest.clone()
+    if let Some(h) = u.schedule.dirty_harvest.clone().filter(|_| u.harvest_on)
         && now.saturating_sub(u.harvest_last_ms) >= h.every_ms
     {
         let check = u.schedule.dirty_check;
@@ -305,9 +424,31 @@ fn unattended() {
     SCHEDULED.store(
         !u.schedule.is_empty()
             || u.schedule.migrate_storm.is_some()
-            || u.schedule.dirty_harvest.is_some(),
+            || u.schedule.dirty_harvest.is_some()
+            || WATCHING.load(Ordering::Acquire)
+            || !FIRED.lock().is_empty(),
         Ordering::Release,
     );
+}
+
+fn start_storm(u: &mut Unattended, now: u64) {
+    if let Some(s) = &u.schedule.migrate_storm {
+        log::info!(
+            "bootargs: migration storm of {} pages/ms starts",
+            s.pages_per_ms
+        );
+        u.storm_on = true;
+        u.storm_last_ms = now;
+    }
+}
+
+/// The first harvest (which turns the log on) is due at once.
+fn start_harvest(u: &mut Unattended, now: u64) {
+    if let Some(h) = &u.schedule.dirty_harvest {
+        log::info!("bootargs: dirty harvests every {} ms start", h.every_ms);
+        u.harvest_on = true;
+        u.harvest_last_ms = now.saturating_sub(h.every_ms);
+    }
 }
 
 /// Before pCPU 0 sleeps in a WFI wait: wakes it (EL2 timer) when the schedule next needs it,
@@ -322,12 +463,20 @@ pub(super) fn arm_wakeup() {
     let u = u.lock();
     let now = guest_ms();
     let mut next = u.schedule.next_due_ms();
-    if u.schedule.migrate_storm.is_some() {
-        next = Some(next.map_or(now + 1, |n| n.min(now + 1)));
+    let mut due = |at: u64| next = Some(next.map_or(at, |n| n.min(at)));
+    if let Some(s) = &u.schedule.migrate_storm {
+        match (&s.start, u.storm_on) {
+            (_, true) => due(now + 1),
+            (Trigger::At(ms), false) => due(*ms),
+            (Trigger::After(_), false) => {}
+        }
     }
     if let Some(h) = &u.schedule.dirty_harvest {
-        let at = u.harvest_last_ms + h.every_ms;
-        next = Some(next.map_or(at, |n| n.min(at)));
+        match (&h.start, u.harvest_on) {
+            (_, true) => due(u.harvest_last_ms + h.every_ms),
+            (Trigger::At(ms), false) => due(*ms),
+            (Trigger::After(_), false) => {}
+        }
     }
     if let (Some(at), Some(g)) = (next, GUESTS.get().and_then(|gs| gs.first())) {
         let ticks_per_ms = (counter_frequency() / 1000).max(1);

@@ -1,4 +1,5 @@
-//! `workload [--procs N] [--mib M] [--seconds S | --passes P] [--seed X] [--lose-write]`: memory
+//! `workload [--procs N] [--mib M] [--seconds S | --passes P | --until-input] [--seed X]
+//! [--lose-write]`: memory
 //! traffic that proves no write is lost while the hypervisor moves, logs or snapshots the
 //! guest's pages.
 //!
@@ -9,13 +10,24 @@
 //! (`key(seed, process, pass) + index * odd constant`, different for every word of a pass), so a
 //! lost write, a stale page, a page mapped twice or another process's page all read as a wrong
 //! value. The sweeps go on for S seconds of guest time (CLOCK_MONOTONIC, checked between passes;
-//! default 20) or exactly P passes.
+//! default 20), exactly P passes, or, with `--until-input`, until the line `stop` (or end of
+//! file) comes on standard input: a test types it once the hypervisor has done what it tests
+//! (e.g. taken a snapshot), so the workload is still running then however slowly the host runs
+//! the guest. Other lines are shown as `workload: input LINE`: a test types them to mark a
+//! point of the run for the hypervisor's console triggers.
 //!
 //! Output: the first few mismatches of each process (`workload: proc I: bad word at ADDR pass
 //! P: expected X, got Y, reread Z`), one `workload: proc I: passes P, words W, bad B` line per
 //! process, then `workload: total bad words B (N procs, M MiB, P passes)` (P summed over the
 //! processes) and `workload: verified V MiB in T ms of guest time`. Exits 0 only if every
 //! process finished and B is 0; 1 otherwise, 2 for bad arguments.
+//!
+//! Progress marks: once all processes have started, `workload: N procs started
+//! WORKLOAD-STARTED`; once every process has finished pass P (pass 0: every word written once),
+//! the last one to finish it prints `workload: all N procs finished pass P WORKLOAD-PASS-P-DONE`
+//! (for P below [`MARKS`]). The hypervisor's bootargs trigger on these
+//! (`hyp.snapshot=FILE@after:WORKLOAD-PASS-1-DONE`), so an operation meant for the middle of
+//! the workload comes there however fast the host runs the guest.
 //!
 //! `--lose-write` checks the checker: process 0 puts one word back to its old value after its
 //! second pass, as a lost write would leave it, so the run must end with exactly 1 bad word.
@@ -28,6 +40,7 @@
 #![no_std]
 #![no_main]
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use linux_progs::{ChildExit, Forked, Line, print};
 
 // Not src/bin/pagelog.rs, which cargo would build as a program of its own.
@@ -36,8 +49,8 @@ mod pagelog;
 
 linux_progs::entry!(main);
 
-const USAGE: &[u8] = b"usage: workload [--procs N] [--mib M] [--seconds S | --passes P] \
-    [--seed X] [--lose-write]\n";
+const USAGE: &[u8] = b"usage: workload [--procs N] [--mib M] \
+    [--seconds S | --passes P | --until-input] [--seed X] [--lose-write]\n";
 /// Most processes: their reports must fit the shared page.
 const PROCS_MAX: u64 = 64;
 /// Mismatches printed per process; the rest are only counted.
@@ -51,6 +64,8 @@ const PAGE: usize = 4096;
 enum Limit {
     Seconds(u64),
     Passes(u64),
+    /// Until the parent reads a line on standard input.
+    Input,
 }
 
 #[derive(Clone, Copy)]
@@ -72,7 +87,48 @@ struct Report {
     done: u64,
 }
 
-const _: () = assert!(PROCS_MAX as usize * size_of::<Report>() <= PAGE);
+/// Passes 0 to MARKS - 1 have a progress mark (a line each: a long run prints no more).
+const MARKS: usize = 17;
+
+/// The shared page: each process's report, then the stop flag, then per marked pass how many
+/// processes finished it.
+const _: () = assert!(PROCS_MAX as usize * size_of::<Report>() + (1 + MARKS) * 8 <= PAGE);
+
+struct Shared {
+    reports: *mut Report,
+    /// Set by the parent for `--until-input`; the children stop after their current pass.
+    stop: *const AtomicU64,
+    marks: *const AtomicU64,
+    procs: u64,
+}
+
+impl Shared {
+    fn stop(&self) -> &AtomicU64 {
+        // SAFETY: inside the shared page (the assertion above), and only used atomically.
+        unsafe { &*self.stop }
+    }
+
+    /// This process finished `pass`: the last of all to finish it prints the pass's mark.
+    fn finished(&self, pass: u64) {
+        let Some(i) = usize::try_from(pass).ok().filter(|&i| i < MARKS) else {
+            return;
+        };
+        // SAFETY: `i` < MARKS, so the counter lies in the shared page (the assertion above);
+        // every process updates it atomically.
+        let count = unsafe { &*self.marks.add(i) };
+        if count.fetch_add(1, Ordering::AcqRel) + 1 == self.procs {
+            Line::new()
+                .text(b"workload: all ")
+                .dec(self.procs)
+                .text(b" procs finished pass ")
+                .dec(pass)
+                .text(b" WORKLOAD-PASS-")
+                .dec(pass)
+                .text(b"-DONE")
+                .print();
+        }
+    }
+}
 
 fn parse(args: &linux_progs::Args) -> Option<Options> {
     let mut o = Options {
@@ -88,6 +144,15 @@ fn parse(args: &linux_progs::Args) -> Option<Options> {
         let flag = args.get(i)?;
         if flag == b"--lose-write" {
             o.lose_write = true;
+            i += 1;
+            continue;
+        }
+        if flag == b"--until-input" {
+            if limit_given {
+                return None;
+            }
+            o.limit = Limit::Input;
+            limit_given = true;
             i += 1;
             continue;
         }
@@ -119,11 +184,22 @@ fn main(args: linux_progs::Args) -> i32 {
         print(USAGE);
         return 2;
     };
-    let Some(reports) = linux_progs::mmap_shared_anonymous(PAGE) else {
+    let Some(page) = linux_progs::mmap_shared_anonymous(PAGE) else {
         print(b"workload: cannot map the report page\n");
         return 1;
     };
-    let reports = reports.cast::<Report>();
+    let reports_words = PROCS_MAX as usize * size_of::<Report>() / 8;
+    // SAFETY: the reports take the page's first `reports_words` words; the stop flag and the
+    // marks follow, inside the page (the assertion at MARKS).
+    let tail = unsafe { page.add(reports_words) }.cast::<AtomicU64>();
+    let shared = Shared {
+        reports: page.cast::<Report>(),
+        stop: tail,
+        // SAFETY: as above.
+        marks: unsafe { tail.add(1) },
+        procs: o.procs,
+    };
+    let reports = shared.reports;
     let start = linux_progs::monotonic_ns();
     let mut failed = false;
     for proc in 0..o.procs {
@@ -132,7 +208,7 @@ fn main(args: linux_progs::Args) -> i32 {
                 // SAFETY: `proc` < PROCS_MAX, so the slot is inside the shared page, and only
                 // this child writes it.
                 let report = unsafe { &mut *reports.add(proc as usize) };
-                linux_progs::exit(run(&o, proc, start, report))
+                linux_progs::exit(run(&o, proc, start, report, &shared))
             }
             Ok(Forked::Parent(_)) => {}
             Err(errno) => {
@@ -144,6 +220,17 @@ fn main(args: linux_progs::Args) -> i32 {
                 break;
             }
         }
+    }
+    if !failed {
+        Line::new()
+            .text(b"workload: ")
+            .dec(o.procs)
+            .text(b" procs started WORKLOAD-STARTED")
+            .print();
+    }
+    if matches!(o.limit, Limit::Input) {
+        wait_for_stop();
+        shared.stop().store(1, Ordering::Release);
     }
     while let Ok((pid, how)) = linux_progs::wait_any() {
         if how != ChildExit::Exited(0) {
@@ -196,7 +283,7 @@ fn main(args: linux_progs::Args) -> i32 {
 }
 
 /// Process `proc`'s share of the work; fills `report` and returns the exit status.
-fn run(o: &Options, proc: u64, start: u64, report: &mut Report) -> i32 {
+fn run(o: &Options, proc: u64, start: u64, report: &mut Report, shared: &Shared) -> i32 {
     let bytes = (o.mib << 20) / o.procs / PAGE as u64 * PAGE as u64;
     let words = (bytes / 8) as usize;
     let Some(base) = linux_progs::mmap_anonymous(bytes as usize) else {
@@ -211,6 +298,7 @@ fn run(o: &Options, proc: u64, start: u64, report: &mut Report) -> i32 {
     };
     let mut check = Check { proc, base, bad: 0 };
     fill(base, words, key(o.seed, proc, 0));
+    shared.finished(0);
     let mut passes = 1;
     loop {
         let done = match o.limit {
@@ -218,6 +306,7 @@ fn run(o: &Options, proc: u64, start: u64, report: &mut Report) -> i32 {
             Limit::Seconds(s) => {
                 linux_progs::monotonic_ns().saturating_sub(start) >= s.saturating_mul(1_000_000_000)
             }
+            Limit::Input => shared.stop().load(Ordering::Acquire) != 0,
         };
         if done {
             break;
@@ -241,6 +330,7 @@ fn run(o: &Options, proc: u64, start: u64, report: &mut Report) -> i32 {
         if o.lose_write && proc == 0 && passes == 1 {
             lose_write(base, words / 2, key(o.seed, proc, 0));
         }
+        shared.finished(passes);
         passes += 1;
     }
     let mut last = key(o.seed, proc, passes - 1);
@@ -269,6 +359,49 @@ fn run(o: &Options, proc: u64, start: u64, report: &mut Report) -> i32 {
         .dec(check.bad)
         .print();
     i32::from(check.bad != 0)
+}
+
+/// Blocks until the line `stop` (or end of file, or an error) comes on standard input. Other
+/// lines are shown (`workload: input LINE`) and otherwise ignored: a test types them to mark a
+/// point in the run that the hypervisor's bootargs trigger on.
+fn wait_for_stop() {
+    let mut buf = [0u8; 64];
+    let mut line = [0u8; 64];
+    let mut len = 0;
+    loop {
+        let n = linux_progs::read(0, &mut buf);
+        let Ok(n) = usize::try_from(n) else {
+            Line::new()
+                .text(b"workload: cannot read standard input, errno ")
+                .dec(n.unsigned_abs() as u64)
+                .text(b"; stopping")
+                .print();
+            return;
+        };
+        if n == 0 {
+            print(b"workload: standard input closed; stopping\n");
+            return;
+        }
+        for &b in &buf[..n] {
+            match b {
+                b'\n' => {
+                    let got = line[..len].trim_ascii();
+                    if got == b"stop" {
+                        print(b"workload: stopping after the current pass\n");
+                        return;
+                    }
+                    Line::new().text(b"workload: input ").text(got).print();
+                    len = 0;
+                }
+                // A longer line is cut: it is only shown.
+                b if len < line.len() => {
+                    line[len] = b;
+                    len += 1;
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Puts word `index` back to its value of the pass with `old_key`, as if the last write to it

@@ -1,11 +1,13 @@
-//! `workload --pagelog [--mib M] [--seconds S] [--batch N] [--pause-ms P] [--seed X]`: a log of
+//! `workload --pagelog [--mib M] [--seconds S | --batches B] [--batch N] [--pause-ms P]
+//! [--seed X]`: a log of
 //! page writes with guest-counter timestamps and guest frame numbers, for the host to check
 //! against the hypervisor's dirty-log harvests (`cargo xtask dirty-check`,
 //! tools/xtask/src/dirtylog.rs, which parses these lines).
 //!
 //! One process maps M MiB (default 4), asks for no huge pages, mlocks and touches every page,
 //! and reads each page's guest frame from /proc/self/pagemap (root only: others read frame 0).
-//! Then, for S seconds of guest time (default 10), in batches: the virtual counter, one word
+//! Then, for S seconds of guest time (default 10) or B batches (a count a test can rely on
+//! however slowly the host runs the guest), in batches: the virtual counter, one word
 //! written in each of N pseudo-randomly chosen pages (default 32, duplicates possible), the
 //! counter again, each read fenced so the writes happened between the two values; then a pause
 //! of P ms (default 25) so the console log stays small. At the end pagemap is read again: a
@@ -16,7 +18,7 @@
 //! said otherwise:
 //!
 //! ```text
-//! pagelog: start pages 1024 batch 32 seconds 10 seed 1 cntfrq 62500000
+//! pagelog: start pages 1024 batch 32 seconds 10 seed 1 cntfrq 62500000   (or `batches B`)
 //! pagelog: map 0 4a3c0+16 4a1f2+1 ...          page indices from 0: runs GFN(hex)+LENGTH,
 //!                                              page I+k at frame GFN+k
 //! pagelog: w 7 1234567890 1234569999 3 981 17 ...  batch 7: counter before, after, pages
@@ -31,8 +33,8 @@
 
 use linux_progs::{Args, Line, print};
 
-const USAGE: &[u8] = b"usage: workload --pagelog [--mib M] [--seconds S] [--batch N] \
-    [--pause-ms P] [--seed X]\n";
+const USAGE: &[u8] = b"usage: workload --pagelog [--mib M] [--seconds S | --batches B] \
+    [--batch N] [--pause-ms P] [--seed X]\n";
 const PAGE: usize = 4096;
 /// Longest line before the newline; with the hypervisor's `domU1| ` it stays under 120.
 const LINE_MAX: usize = 112;
@@ -45,9 +47,15 @@ const PFN_MASK: u64 = (1 << 55) - 1;
 const PRESENT: u64 = 1 << 63;
 const MADV_NOHUGEPAGE: usize = 15;
 
+#[derive(Clone, Copy)]
+enum Limit {
+    Seconds(u64),
+    Batches(u64),
+}
+
 struct Options {
     mib: u64,
-    seconds: u64,
+    limit: Limit,
     batch: u64,
     pause_ms: u64,
     seed: u64,
@@ -56,18 +64,25 @@ struct Options {
 fn parse(args: &Args) -> Option<Options> {
     let mut o = Options {
         mib: 4,
-        seconds: 10,
+        limit: Limit::Seconds(10),
         batch: 32,
         pause_ms: 25,
         seed: 1,
     };
     // Argument 1 is `--pagelog`.
     let mut i = 2;
+    let mut limit_given = false;
     while i < args.len() {
         let value = linux_progs::parse_num(args.get(i + 1)?)?;
-        match args.get(i)? {
+        let flag = args.get(i)?;
+        if matches!(flag, b"--seconds" | b"--batches") && core::mem::replace(&mut limit_given, true)
+        {
+            return None;
+        }
+        match flag {
             b"--mib" => o.mib = value,
-            b"--seconds" => o.seconds = value,
+            b"--seconds" => o.limit = Limit::Seconds(value),
+            b"--batches" => o.limit = Limit::Batches(value),
             b"--batch" => o.batch = value,
             b"--pause-ms" => o.pause_ms = value,
             b"--seed" => o.seed = value,
@@ -120,13 +135,17 @@ pub fn main(args: &Args) -> i32 {
     if let Err(e) = read_frames(base, frames, |_, frame, slot| *slot = frame) {
         return e;
     }
-    Line::new()
+    let mut start = Line::new();
+    start
         .text(b"pagelog: start pages ")
         .dec(pages as u64)
         .text(b" batch ")
-        .dec(o.batch)
-        .text(b" seconds ")
-        .dec(o.seconds)
+        .dec(o.batch);
+    match o.limit {
+        Limit::Seconds(s) => start.text(b" seconds ").dec(s),
+        Limit::Batches(b) => start.text(b" batches ").dec(b),
+    };
+    start
         .text(b" seed ")
         .dec(o.seed)
         .text(b" cntfrq ")
@@ -236,14 +255,19 @@ fn print_map(frames: &[u64]) {
     }
 }
 
-/// The timed batches until `o.seconds` of guest time have passed: (batches, page writes).
+/// The timed batches until `o.limit`: (batches, page writes).
 fn write_batches(o: &Options, base: *mut u64, pages: usize) -> (u64, u64) {
     let start = linux_progs::monotonic_ns();
     let mut rng = o.seed;
     let mut picked = [0u16; BATCH_MAX as usize];
     let picked = &mut picked[..o.batch as usize];
     let (mut batches, mut writes) = (0u64, 0u64);
-    while linux_progs::monotonic_ns().saturating_sub(start) < o.seconds * 1_000_000_000 {
+    while match o.limit {
+        Limit::Seconds(s) => {
+            linux_progs::monotonic_ns().saturating_sub(start) < s.saturating_mul(1_000_000_000)
+        }
+        Limit::Batches(b) => batches < b,
+    } {
         for p in picked.iter_mut() {
             *p = (next(&mut rng) % pages as u64) as u16;
         }
