@@ -2,6 +2,7 @@
 //! that applies those decisions lives in `arch`.
 
 pub mod console;
+pub mod cpu_id;
 pub mod dirty_share;
 pub mod exit;
 pub mod inject;

@@ -45,6 +45,7 @@ use crate::vdev::pl011::{Pl011, SerialOut};
 use crate::vdev::vgic::{DEFAULT_SPIS, Intid, Vgic};
 use crate::vdev::{DeviceKind, DeviceMap};
 use crate::vm::console::LineBuffer;
+use crate::vm::cpu_id::GuestIdRegs;
 use crate::vm::exit::{self, Counter, ExitKind, ExitReason, SysReg};
 use crate::vm::inject::{self, Injection};
 use crate::vm::power::{StartRequest, VmPower};
@@ -117,6 +118,8 @@ pub struct Guest {
     /// pCPU of vCPU 0.
     first_pcpu: usize,
     hw: GuestConfig,
+    /// The ID registers the guest reads (HCR_EL2.TID3).
+    id_regs: GuestIdRegs,
     ram: (u64, u64),
     running: AtomicBool,
     control: control::Control,
@@ -416,6 +419,7 @@ fn assemble(
         map: DeviceMap::qemu_virt(d.cpus as usize),
         first_pcpu,
         hw,
+        id_regs: super::cpu_id::guest_id_regs(config.ipa_bits()),
         ram,
         running: AtomicBool::new(false),
         control: control::Control::new(d.cpus as usize),
@@ -939,6 +943,9 @@ fn handle_exit(
             g.stats.count(Counter::SysReg);
             if a.reg == SysReg::ICC_SGI1R_EL1 && !a.read {
                 send_sgi(g, v, regs.get(a.rt));
+                regs.pc += 4;
+            } else if let Some(value) = g.id_regs.read(a.reg).filter(|_| a.read) {
+                regs.set(a.rt, value);
                 regs.pc += 4;
             } else {
                 log_once(

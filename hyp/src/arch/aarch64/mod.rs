@@ -2,6 +2,7 @@
 //! All assembly, system-register and barrier code of the hypervisor lives under this module.
 pub mod boot;
 pub mod console;
+pub mod cpu_id;
 pub mod el2;
 pub mod exception;
 pub mod fatal;

@@ -158,8 +158,8 @@ pub unsafe fn run(regs: &mut GuestRegs) -> u64 {
 
 /// HCR_EL2 for guests: VM (stage 2), SWIO, PTW, FMO/IMO/AMO (interrupts and SError to EL2),
 /// FB and BSU=inner (broadcast TLB/cache maintenance), TWI (WFI exits so the vCPU can wait for
-/// its interrupts), TSC (SMC exits: PSCI over SMC), RW (EL1 is AArch64). E2H = 0 (nVHE), no
-/// TID3 (ID registers are seen as they are), no TVM/TSW. API/APK when pointer authentication
+/// its interrupts), TSC (SMC exits: PSCI over SMC), TID3 (ID register reads exit, and the guest
+/// sees the curated CPU of `vm::cpu_id`), RW (EL1 is AArch64). E2H = 0 (nVHE), no TVM/TSW. API/APK when pointer authentication
 /// exists, so the guest's PAC instructions and key registers do not trap; FWB with FEAT_S2FWB
 /// (the stage-2 attribute encoding depends on it).
 pub fn guest_hcr(fwb: bool) -> u64 {
@@ -172,6 +172,7 @@ pub fn guest_hcr(fwb: bool) -> u64 {
     const FB: u64 = 1 << 9;
     const BSU_INNER: u64 = 1 << 10;
     const TWI: u64 = 1 << 13;
+    const TID3: u64 = 1 << 18;
     const TSC: u64 = 1 << 19;
     const RW: u64 = 1 << 31;
     const APK: u64 = 1 << 40;
@@ -181,7 +182,7 @@ pub fn guest_hcr(fwb: bool) -> u64 {
     let isar2 = read_sysreg!("id_aa64isar2_el1");
     // APA [7:4], API [11:8], GPA [27:24], GPI [31:28]; APA3 [15:12], GPA3 [11:8] in ISAR2.
     let pauth = isar1 & 0xf000_0ff0 != 0 || isar2 & 0xff00 != 0;
-    let mut hcr = VM | SWIO | PTW | FMO | IMO | AMO | FB | BSU_INNER | TWI | TSC | RW;
+    let mut hcr = VM | SWIO | PTW | FMO | IMO | AMO | FB | BSU_INNER | TWI | TID3 | TSC | RW;
     if pauth {
         hcr |= API | APK;
     }
@@ -191,10 +192,11 @@ pub fn guest_hcr(fwb: bool) -> u64 {
     hcr
 }
 
-/// CPTR_EL2 (nVHE layout) for guests: RES1 bits only; TFP = 0 and TZ = 0 so FP/SIMD and SVE
-/// run without traps (their registers are the guest's while it is pinned here), TSM (RES1
-/// without SME) stays set, so SME traps and the guest gets UNDEFINED.
-const GUEST_CPTR: u64 = 0x32ff;
+/// CPTR_EL2 (nVHE layout) for guests: RES1 bits, TFP = 0 so FP/SIMD runs without traps (its
+/// registers are the guest's while it is pinned here), TZ and TSM set: SVE and SME are hidden
+/// from the guest (`vm::cpu_id`; their state is not saved in snapshots), so using them traps
+/// and the guest gets UNDEFINED, as on a CPU without them.
+const GUEST_CPTR: u64 = 0x33ff;
 /// CNTHCTL_EL2 (E2H = 0): EL1PCTEN = 1 (the physical counter reads through, harmless and what
 /// some early code uses), EL1PCEN = 0: the EL1 physical timer traps, because its interrupt
 /// would reach the physical GIC. Guests use the virtual timer, offset by CNTVOFF_EL2.
@@ -218,11 +220,9 @@ pub struct GuestConfig {
 /// Nothing may run at EL1 on this CPU except the vCPU `cfg` describes; `cfg.vttbr` must hold a
 /// stage-2 root the memory core built, with a VMID no other VM uses.
 pub unsafe fn configure(cfg: &GuestConfig) {
-    let sve = (read_sysreg!("id_aa64pfr0_el1") >> 32) & 0xf != 0;
     let midr = read_sysreg!("midr_el1");
     // SAFETY: these only decide what EL1 sees and what traps; the caller vouches for the
-    // tables and VMID. ZCR_EL2 exists with SVE; LEN = 15 lets the guest use the longest
-    // vector length the CPU has (the hardware caps it).
+    // tables and VMID.
     unsafe {
         write_sysreg!("vtcr_el2", cfg.vtcr);
         write_sysreg!("vttbr_el2", cfg.vttbr);
@@ -232,9 +232,6 @@ pub unsafe fn configure(cfg: &GuestConfig) {
         write_sysreg!("cntvoff_el2", cfg.cntvoff);
         write_sysreg!("s3_4_c0_c0_0", midr);
         write_sysreg!("s3_4_c0_c0_5", cfg.vmpidr | 1 << 31);
-        if sve {
-            write_sysreg!("s3_4_c1_c2_0", 0xfu64);
-        }
     }
     isb();
 }
