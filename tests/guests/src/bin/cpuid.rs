@@ -91,8 +91,8 @@ fn main() -> ! {
 
     // CPACR_EL1.ZEN [17:16], FPEN [21:20] (SVE and SME instructions need it too) and SMEN
     // [25:24] = 0b11: no EL1 trap of what the CPU has.
-    // SAFETY: only changes which instructions trap at EL1; this test expects those traps.
     let cpacr = mrs!("cpacr_el1") | 3 << 16 | 3 << 20 | 3 << 24;
+    // SAFETY: only changes which instructions trap at EL1; this test expects those traps.
     unsafe { core::arch::asm!("msr cpacr_el1, {}", "isb", in(reg) cpacr, options(nostack)) };
     exceptions::set_sync_hook(Some(on_sync));
     let rdvl_ran = runs(rdvl);
