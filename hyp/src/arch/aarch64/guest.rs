@@ -86,8 +86,17 @@ impl GuestConsole {
     }
 }
 
+/// Per VM number: its console has printed something since it was created or restored. An
+/// exception the hypervisor cannot handle before that is an error, not a warning: the guest
+/// died before it could say anything, and would otherwise hang silently.
+static PRINTED: [AtomicBool; stage2::MAX_VMS + 1] =
+    [const { AtomicBool::new(false) }; stage2::MAX_VMS + 1];
+
 impl SerialOut for GuestConsole {
     fn write_byte(&mut self, byte: u8) {
+        if let Some(p) = PRINTED.get(self.id).filter(|p| !p.load(Ordering::Relaxed)) {
+            p.store(true, Ordering::Relaxed);
+        }
         if core::mem::take(&mut self.announce_first_write) {
             let name = self.prefix.trim_end_matches("| ");
             log::info!("{name}: first console output since the restore");
@@ -1010,7 +1019,19 @@ fn handle_exit(
 }
 
 fn log_once(g: &Guest, which: usize, args: core::fmt::Arguments<'_>) {
-    if !g.logged[which].swap(true, Ordering::Relaxed) {
+    if g.logged[which].swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let id = GUESTS
+        .get()
+        .and_then(|gs| gs.iter().position(|x| core::ptr::eq(*x, g)))
+        .map_or(0, |i| i + 1);
+    let silent = !PRINTED.get(id).is_some_and(|p| p.load(Ordering::Relaxed));
+    if silent && g.has_uart {
+        log::error!(
+            "{args}, before the guest printed anything on its console (it may never; logged once per VM)"
+        );
+    } else {
         log::warn!("{args} (logged once per VM)");
     }
 }
@@ -1229,9 +1250,9 @@ fn unhandled_abort(
             "{}: vCPU {v}: {} at VA {far:#x} (IPA {ipa:#x}, PC {:#x}): {why}; external abort injected",
             g.name,
             if a.data {
-                if a.write { "write" } else { "read" }
+                if a.write { "data abort, write" } else { "data abort, read" }
             } else {
-                "instruction fetch"
+                "instruction abort, fetch"
             },
             regs.pc
         ),
