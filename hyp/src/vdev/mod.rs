@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod mmio;
+pub mod phys_timer;
 pub mod pl011;
 pub mod vgic;
 

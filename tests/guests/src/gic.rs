@@ -31,6 +31,7 @@ const WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
 const GICR_IGROUPR0: usize = 0x80;
 const GICR_ISENABLER0: usize = 0x100;
 const GICR_ICENABLER0: usize = 0x180;
+const GICR_ISPENDR0: usize = 0x200;
 const GICR_IPRIORITYR: usize = 0x400;
 
 /// INTIDs 1020..1023 are special (spurious) and must not be EOIed.
@@ -119,6 +120,12 @@ impl Redistributor {
     pub fn disable(self, intid: u32) {
         assert!(intid < 32, "INTID {intid} is not an SGI or PPI");
         self.sgi.write32(GICR_ICENABLER0, 1 << intid);
+    }
+
+    /// Whether SGI/PPI `intid` (< 32) is pending, as GICR_ISPENDR0 shows it.
+    pub fn pending(self, intid: u32) -> bool {
+        assert!(intid < 32, "INTID {intid} is not an SGI or PPI");
+        self.sgi.read32(GICR_ISPENDR0) & 1 << intid != 0
     }
 }
 

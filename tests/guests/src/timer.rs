@@ -8,6 +8,8 @@ use crate::gic::{self, Redistributor};
 
 /// The virtual timer's PPI on QEMU virt (and in the hypervisor's guests).
 pub const VTIMER_INTID: u32 = 27;
+/// The non-secure EL1 physical timer's PPI.
+pub const PTIMER_INTID: u32 = 30;
 
 pub const CTL_ENABLE: u64 = 1 << 0;
 pub const CTL_IMASK: u64 = 1 << 1;
@@ -129,4 +131,55 @@ pub fn wfi_until(ms: u64, mut done: impl FnMut() -> bool) -> Result<bool, gic::E
     watchdog.store(false, Ordering::Release);
     exceptions::enable_irqs();
     Ok(finished)
+}
+
+/// The EL1 physical timer (CNTP_*_EL0, against the physical counter CNTPCT_EL0).
+pub mod physical {
+    /// The physical count, ordered after earlier instructions by an ISB.
+    pub fn counter() -> u64 {
+        let v: u64;
+        // SAFETY: reading the counter has no side effects.
+        unsafe { core::arch::asm!("isb", "mrs {}, cntpct_el0", out(reg) v, options(nostack)) };
+        v
+    }
+
+    pub fn set_compare(cval: u64) {
+        // SAFETY: programs this vCPU's physical timer; no memory is touched.
+        unsafe { core::arch::asm!("msr cntp_cval_el0, {}", "isb", in(reg) cval, options(nostack)) };
+    }
+
+    pub fn compare() -> u64 {
+        let v: u64;
+        // SAFETY: reading CNTP_CVAL_EL0 has no side effects.
+        unsafe { core::arch::asm!("mrs {}, cntp_cval_el0", out(reg) v, options(nostack)) };
+        v
+    }
+
+    /// Sets the timer to fire `ticks` from now (CNTP_TVAL_EL0).
+    pub fn set_countdown(ticks: u32) {
+        // SAFETY: programs this vCPU's physical timer; no memory is touched.
+        unsafe {
+            core::arch::asm!("msr cntp_tval_el0, {}", "isb", in(reg) u64::from(ticks), options(nostack))
+        };
+    }
+
+    /// CNTP_TVAL_EL0 as read: the low 32 bits of CVAL - counter.
+    pub fn countdown() -> u64 {
+        let v: u64;
+        // SAFETY: reading CNTP_TVAL_EL0 has no side effects.
+        unsafe { core::arch::asm!("mrs {}, cntp_tval_el0", out(reg) v, options(nostack)) };
+        v
+    }
+
+    pub fn set_control(ctl: u64) {
+        // SAFETY: programs this vCPU's physical timer; no memory is touched.
+        unsafe { core::arch::asm!("msr cntp_ctl_el0, {}", "isb", in(reg) ctl, options(nostack)) };
+    }
+
+    pub fn control() -> u64 {
+        let v: u64;
+        // SAFETY: reading CNTP_CTL_EL0 has no side effects.
+        unsafe { core::arch::asm!("mrs {}, cntp_ctl_el0", out(reg) v, options(nostack)) };
+        v
+    }
 }

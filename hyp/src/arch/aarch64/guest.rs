@@ -41,6 +41,7 @@ use crate::mm::ownership::{FrameTable, GuestPage, VmId};
 use crate::mm::stage2::config::{Stage2Config, Vmid};
 use crate::sync::Mutex;
 use crate::vdev::mmio::{DataAbort, MmioDevice};
+use crate::vdev::phys_timer::{PTIMER_INTID, PhysTimer, TimerReg};
 use crate::vdev::pl011::{Pl011, SerialOut};
 use crate::vdev::vgic::{DEFAULT_SPIS, Intid, Vgic};
 use crate::vdev::{DeviceKind, DeviceMap};
@@ -52,7 +53,7 @@ use crate::vm::power::{StartRequest, VmPower};
 use crate::vm::psci::{self, PsciAction, PsciError};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use guest_loader::domain::DomainConfig;
 use guest_loader::guest_dtb::{self, GuestDtbConfig, virt};
 use guest_loader::image::ImageHeader;
@@ -114,6 +115,8 @@ struct Devices {
     /// The virtual UART's interrupt line as last driven into the vGIC.
     uart_line: bool,
     vgic: Vgic,
+    /// Each vCPU's emulated EL1 physical timer.
+    ptimers: Vec<PhysTimer>,
 }
 
 /// One VM.
@@ -129,6 +132,9 @@ pub struct Guest {
     hw: GuestConfig,
     /// The ID registers the guest reads (HCR_EL2.TID3).
     id_regs: GuestIdRegs,
+    /// Per vCPU, when its emulated physical timer next fires ([`NO_DEADLINE`]: not armed),
+    /// so the run loop arms the EL2 timer for it without taking the devices lock.
+    ptimer_deadline: Vec<AtomicU64>,
     ram: (u64, u64),
     running: AtomicBool,
     control: control::Control,
@@ -424,7 +430,9 @@ fn assemble(
             uart,
             uart_line: false,
             vgic,
+            ptimers: alloc::vec![PhysTimer::default(); d.cpus as usize],
         }),
+        ptimer_deadline: (0..d.cpus).map(|_| AtomicU64::new(NO_DEADLINE)).collect(),
         map: DeviceMap::qemu_virt(d.cpus as usize),
         first_pcpu,
         hw,
@@ -619,6 +627,7 @@ fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
         if !vgic_flush(g, v, &gic_state, &mut lrs) {
             break Next::StopVm;
         }
+        ptimer_arm(g, v);
         // SAFETY: configured above for this VM; PC/PSTATE are an EL1 state set by us or the
         // guest itself.
         let kind = unsafe { vcpu::run(&mut regs) };
@@ -682,6 +691,10 @@ fn reset_vm(g: &'static Guest, v: usize) {
             u.output().show_partial();
         }
         dev.vgic = new_vgic(g.power.vcpus()).expect("the VM's vGIC was created with these vCPUs");
+        dev.ptimers.fill(PhysTimer::default());
+        for d in &g.ptimer_deadline {
+            d.store(NO_DEADLINE, Ordering::Relaxed);
+        }
         dev.uart_line = false;
         dev.uart = dev.uart.take().map(|u| Pl011::new(u.into_output()));
     }
@@ -815,10 +828,23 @@ fn vgic_flush(g: &Guest, v: usize, state: &ich::VgicCpuState, track: &mut LrTrac
 }
 
 /// Reads the list registers back into the vGIC model after an exit (nothing to read when the
-/// last flush loaded none).
+/// last flush loaded none), and samples the virtual timer's line again.
+///
+/// The guest programs its virtual timer without trapping, so its line can fall (the guest
+/// disabled or masked the timer) while a copy the guest has not taken waits in a list
+/// register; at every exit, which includes every read of the redistributor's pending state,
+/// such a copy is withdrawn, as a redistributor drops a level interrupt whose line fell. And
+/// a line that rose while nothing was delivered is fetched from the physical GIC at once, so
+/// the pending state the guest reads next is the line's. (Without FEAT_ECV's EL1TVT trap, a
+/// guest that masks its timer and unmasks its interrupts with no exit in between can still
+/// take one stale interrupt, as under KVM on such a CPU.)
 fn vgic_sync(g: &Guest, v: usize, state: &mut ich::VgicCpuState, track: &mut LrTrack) {
     let pcpu = g.first_pcpu + v;
+    let level = super::timer::guest_vtimer_level();
     if !track.loaded && !guest_irq::vtimer_held(pcpu) {
+        if level {
+            deliver(g, v, guest_irq::drain());
+        }
         return;
     }
     let mut dev = g.devices.lock();
@@ -828,6 +854,9 @@ fn vgic_sync(g: &Guest, v: usize, state: &mut ich::VgicCpuState, track: &mut LrT
         if let Err(e) = dev.vgic.sync(v, &state.lrs[..ich::n_lrs()]) {
             log::error!("{}: vCPU {v}: vGIC sync: {e:?}", g.name);
         }
+    }
+    if !level && guest_irq::vtimer_held(pcpu) {
+        let _ = dev.vgic.withdraw_ppi(v, Intid::VTIMER);
     }
     if guest_irq::vtimer_held(pcpu) && !dev.vgic.pending_or_active(v, Intid::VTIMER).unwrap_or(true)
     {
@@ -839,8 +868,52 @@ fn vgic_sync(g: &Guest, v: usize, state: &mut ich::VgicCpuState, track: &mut LrT
     }
 }
 
+/// Per-vCPU deadline meaning "none".
+const NO_DEADLINE: u64 = u64::MAX;
+
+/// A trapped MRS (`read`) or MSR of vCPU `v`'s EL1 physical timer register `reg` with
+/// general-purpose register `rt`; then the timer's line and deadline follow.
+fn ptimer_access(g: &Guest, v: usize, reg: TimerReg, rt: u8, read: bool, regs: &mut GuestRegs) {
+    let now = counter();
+    let mut dev = g.devices.lock();
+    if read {
+        regs.set(rt, dev.ptimers[v].read(reg, now));
+    } else {
+        dev.ptimers[v].write(reg, regs.get(rt), now);
+    }
+    drop(dev);
+    ptimer_update(g, v);
+}
+
+/// Samples vCPU `v`'s emulated physical timer: drives its PPI and arms the EL2 timer for its
+/// next expiry. On the vCPU's own pCPU.
+fn ptimer_update(g: &Guest, v: usize) {
+    let now = counter();
+    let mut dev = g.devices.lock();
+    let t = dev.ptimers[v];
+    let _ = dev.vgic.set_ppi_level(v, PTIMER_INTID, t.level(now));
+    drop(dev);
+    let deadline = t.deadline(now).unwrap_or(NO_DEADLINE);
+    g.ptimer_deadline[v].store(deadline, Ordering::Relaxed);
+    if deadline != NO_DEADLINE {
+        super::timer::hyp_arm_by(deadline);
+    }
+}
+
+/// Arms the EL2 timer for vCPU `v`'s emulated physical timer, if it waits to fire (before
+/// the vCPU runs or sleeps: other users of the EL2 timer may have disarmed it).
+fn ptimer_arm(g: &Guest, v: usize) {
+    let deadline = g.ptimer_deadline[v].load(Ordering::Relaxed);
+    if deadline != NO_DEADLINE {
+        super::timer::hyp_arm_by(deadline);
+    }
+}
+
 /// Applies what `guest_irq::drain` found to the vCPU on this pCPU and the console guest.
 fn deliver(g: &Guest, v: usize, d: Drained) {
+    if d.hyp_timer && g.ptimer_deadline[v].load(Ordering::Relaxed) != NO_DEADLINE {
+        ptimer_update(g, v);
+    }
     if d.vtimer {
         g.stats.count(Counter::VtimerIrq);
         let _ = g.devices.lock().vgic.inject_ppi(v, Intid::VTIMER);
@@ -901,6 +974,7 @@ fn wait_for_interrupt(g: &'static Guest, v: usize) {
             return;
         }
         monitor::arm_wakeup();
+        ptimer_arm(g, v);
         wfi();
     }
 }
@@ -955,6 +1029,9 @@ fn handle_exit(
                 regs.pc += 4;
             } else if let Some(value) = g.id_regs.read(a.reg).filter(|_| a.read) {
                 regs.set(a.rt, value);
+                regs.pc += 4;
+            } else if let Some(reg) = TimerReg::decode(a.reg) {
+                ptimer_access(g, v, reg, a.rt, a.read, regs);
                 regs.pc += 4;
             } else {
                 log_once(
@@ -1250,7 +1327,11 @@ fn unhandled_abort(
             "{}: vCPU {v}: {} at VA {far:#x} (IPA {ipa:#x}, PC {:#x}): {why}; external abort injected",
             g.name,
             if a.data {
-                if a.write { "data abort, write" } else { "data abort, read" }
+                if a.write {
+                    "data abort, write"
+                } else {
+                    "data abort, read"
+                }
             } else {
                 "instruction abort, fetch"
             },

@@ -126,6 +126,9 @@ pub struct Drained {
     pub vtimer: bool,
     /// Console input arrived (see [`take_input`]).
     pub console: bool,
+    /// The EL2 physical timer fired: a deadline (the vCPU's emulated physical timer, a
+    /// monitor wake-up) may have come.
+    pub hyp_timer: bool,
 }
 
 /// Acknowledges every interrupt pending at this pCPU.
@@ -149,6 +152,7 @@ pub fn drain() -> Drained {
         if intid == setup.hyp_timer {
             // A wake-up the caller asked for: the timer has done its job.
             super::timer::hyp_disarm();
+            d.hyp_timer = true;
         }
         if Some(intid) == setup.uart {
             read_console();

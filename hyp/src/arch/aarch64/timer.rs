@@ -25,6 +25,33 @@ pub fn hyp_arm(cval: u64) {
     }
 }
 
+/// Arms the EL2 physical timer for `cval` unless it is already armed for an earlier time: it
+/// serves several deadlines (the monitor's wake-ups, the guest's emulated physical timer), and
+/// each user arms it again after it fires, so the earliest must win.
+pub fn hyp_arm_by(cval: u64) {
+    let (ctl, armed): (u64, u64);
+    // SAFETY: reading the EL2 timer registers has no side effects.
+    unsafe {
+        core::arch::asm!("mrs {}, cnthp_ctl_el2", "mrs {}, cnthp_cval_el2",
+            out(reg) ctl, out(reg) armed, options(nomem, nostack, preserves_flags));
+    }
+    if ctl & CTL_ENABLE == 0 || cval < armed {
+        hyp_arm(cval);
+    }
+}
+
+/// The line of the running guest's virtual timer (CNTV_CTL_EL0: enabled, not masked, and
+/// ISTATUS, which the hardware computes against the virtual counter).
+pub fn guest_vtimer_level() -> bool {
+    let ctl: u64;
+    // SAFETY: reading the virtual timer's control register has no side effects.
+    unsafe {
+        core::arch::asm!("mrs {}, cntv_ctl_el0", out(reg) ctl,
+            options(nomem, nostack, preserves_flags));
+    }
+    ctl & (CTL_ENABLE | CTL_IMASK | CTL_ISTATUS) == CTL_ENABLE | CTL_ISTATUS
+}
+
 /// Stops the EL2 physical timer (its interrupt line drops).
 pub fn hyp_disarm() {
     // SAFETY: disabling the hypervisor's own timer has no effect beyond its PPI.

@@ -373,6 +373,27 @@ impl Vgic {
         Ok(deliverable(irq, ctlr))
     }
 
+    /// The source of hardware-fed PPI `intid` of `vcpu` (the virtual timer, injected with
+    /// [`Vgic::inject_ppi`] when its physical interrupt fired) no longer asserts: a pending copy
+    /// the guest has not taken is withdrawn, as a redistributor drops the pending state of a
+    /// level-sensitive interrupt whose line falls. One the guest already activated stays.
+    /// Returns whether a copy was withdrawn.
+    ///
+    /// # Errors
+    /// [`VgicError::NoSuchVcpu`], [`VgicError::NotAPpi`].
+    pub fn withdraw_ppi(&mut self, vcpu: usize, intid: Intid) -> Result<bool, VgicError> {
+        if !intid.is_ppi() {
+            return Err(VgicError::NotAPpi { intid });
+        }
+        let irq = &mut self.cpu_mut(vcpu)?.private[intid.raw() as usize];
+        if !irq.pending_latch || irq.active {
+            return Ok(false);
+        }
+        irq.pending_latch = false;
+        self.generation += 1;
+        Ok(true)
+    }
+
     /// Drives the input line of PPI `intid` of `vcpu`. Returns whether it is now deliverable.
     ///
     /// # Errors

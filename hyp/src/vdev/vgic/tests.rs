@@ -1010,3 +1010,50 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_timer_that_stopped_asserting_is_withdrawn_unless_taken() {
+    let mut g = linux_like(1, &[]);
+    set_enabled(&mut g, 0, Intid::VTIMER);
+    const ISPENDR0: u64 = 0x1_0200;
+    let pending = |g: &mut Vgic| rr(g, ISPENDR0, W) & 1 << 27 != 0;
+    // Fired, went into a list register, the guest ran without taking it (interrupts masked),
+    // then disabled the timer: the next exit withdraws the copy.
+    g.inject_ppi(0, Intid::VTIMER).unwrap();
+    assert_eq!(ids(&flush_sync(&mut g, 0, 4)), vec![27]);
+    assert!(pending(&mut g));
+    let before = g.generation();
+    assert_eq!(g.withdraw_ppi(0, Intid::VTIMER), Ok(true));
+    assert_ne!(
+        g.generation(),
+        before,
+        "the next flush must rebuild the list registers"
+    );
+    assert!(!pending(&mut g), "GICR_ISPENDR0 no longer shows it");
+    assert!(
+        ids(&flush_sync(&mut g, 0, 4)).is_empty(),
+        "nothing left to take"
+    );
+    assert_eq!(
+        g.withdraw_ppi(0, Intid::VTIMER),
+        Ok(false),
+        "nothing to withdraw"
+    );
+    // Taken (active in the guest): its handler runs and deactivates it; it stays.
+    g.inject_ppi(0, Intid::VTIMER).unwrap();
+    let f = g.flush(0, 4).unwrap();
+    let mut raw = raw_of(&f);
+    guest(&mut raw, 27, "ack");
+    g.sync(0, &raw).unwrap();
+    assert_eq!(g.withdraw_ppi(0, Intid::VTIMER), Ok(false));
+    assert_eq!(
+        g.flush(0, 4).unwrap().lrs[0].unwrap().state,
+        LrState::Active
+    );
+    assert_eq!(
+        g.withdraw_ppi(0, Intid::spi(1)),
+        Err(VgicError::NotAPpi {
+            intid: Intid::spi(1)
+        })
+    );
+}

@@ -480,7 +480,7 @@ pub(super) fn arm_wakeup() {
     }
     if let (Some(at), Some(g)) = (next, GUESTS.get().and_then(|gs| gs.first())) {
         let ticks_per_ms = (counter_frequency() / 1000).max(1);
-        crate::arch::aarch64::timer::hyp_arm(g.hw.cntvoff + at.max(now) * ticks_per_ms);
+        crate::arch::aarch64::timer::hyp_arm_by(g.hw.cntvoff + at.max(now) * ticks_per_ms);
     }
 }
 
