@@ -10,6 +10,7 @@ mod dirty;
 mod snapshot;
 
 use crate::build::{self, Variant};
+use crate::debian;
 use crate::exit::Exit;
 use crate::guest::{self, Guest};
 use crate::process::{self, Outcome};
@@ -368,7 +369,7 @@ fn linux_boot(ws: &Workspace, args: &BenchArgs, report: &mut Report) -> Result<(
         bail!("--guest-cpus must be at least 1");
     }
     let guest = Guest {
-        images: guest::linux(ws, "bench")?,
+        images: guest::linux(ws, debian::Kernel::default(), "bench")?,
         cpus: args.guest_cpus,
         mem: Size::from_mib(BOOT_MEM_MIB),
         append: args.append.clone(),

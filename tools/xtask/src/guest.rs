@@ -45,10 +45,10 @@ pub struct Guest {
     pub append: String,
 }
 
-/// Debian's kernel with the initramfs from `tests/linux/init-<recipe>.sh`.
-pub fn linux(ws: &Workspace, recipe: &str) -> Result<Images> {
+/// Debian's `kernel` with the initramfs from `tests/linux/init-<recipe>.sh`.
+pub fn linux(ws: &Workspace, kernel: debian::Kernel, recipe: &str) -> Result<Images> {
     let script_path = initramfs::recipe_path(&ws.root, recipe)?;
-    let debian = debian::images(ws)?;
+    let debian = debian::images(ws, kernel)?;
     let initrd = build_initramfs(ws, recipe, &script_path, &debian.busybox)?;
     Ok(Images {
         kernel: debian.kernel,

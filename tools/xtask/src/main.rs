@@ -3,6 +3,7 @@
 //! lint, benchmark. Big commands compose small ones: `test` builds every image variant its tests
 //! need, then boots each the way `qemu` does.
 
+mod apt_sources;
 mod bench;
 mod bootdtb;
 mod build;

@@ -34,12 +34,14 @@ pub struct QemuArgs {
     /// needs it].
     #[arg(long, value_parser = size::parse)]
     pub mem: Option<Size>,
-    /// The guest's kernel: an arm64 Image (plain or gzipped) [default: Debian's arm64 kernel,
-    /// fetched with apt-get].
-    #[arg(long, value_name = "PATH")]
-    pub kernel: Option<PathBuf>,
-    /// The guest's initramfs [default: with Debian's kernel, one built from busybox and the
-    /// --initramfs recipe; with --kernel, none].
+    /// The guest's kernel: `debian` (the host's Debian release's, bookworm's here),
+    /// `debian-trixie` or `debian-unstable` (sid's), fetched with apt-get on first use and
+    /// kept in target/guest-images/<NAME>; or the PATH of an arm64 Image (plain or gzipped).
+    /// A value with a `/`, or naming an existing file, is a path [default: debian].
+    #[arg(long, value_name = "NAME|PATH", value_parser = parse_kernel_arg)]
+    pub kernel: Option<KernelArg>,
+    /// The guest's initramfs [default: with a Debian kernel, one built from busybox and the
+    /// --initramfs recipe; with --kernel PATH, none].
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
     /// The recipe for the default initramfs: tests/linux/init-<RECIPE>.sh.
@@ -107,6 +109,36 @@ pub struct QemuArgs {
     /// Arguments passed to QEMU as they are, after `--`.
     #[arg(last = true, value_name = "QEMU_ARGS")]
     pub extra: Vec<String>,
+}
+
+/// What `--kernel` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelArg {
+    Debian(debian::Kernel),
+    File(PathBuf),
+}
+
+/// `--kernel`'s value, looking at the file system for a file of that name.
+fn parse_kernel_arg(value: &str) -> Result<KernelArg, String> {
+    kernel_arg(value, Path::new(value).is_file())
+}
+
+/// `--kernel`'s value: a file when it has a `/` or `is_file` (so `--kernel` never passes over a
+/// file the user pointed at; a kernel's name has no `/`), else one of Debian's kernels by name.
+/// Anything else is an error naming both forms: a mistyped name would otherwise fail later as
+/// a missing file.
+fn kernel_arg(value: &str, is_file: bool) -> Result<KernelArg, String> {
+    if is_file || value.contains('/') {
+        return Ok(KernelArg::File(value.into()));
+    }
+    debian::Kernel::from_name(value)
+        .map(KernelArg::Debian)
+        .ok_or_else(|| {
+            format!(
+                "`{value}` is neither a file nor a Debian kernel ({})",
+                debian::Kernel::names()
+            )
+        })
 }
 
 /// One QEMU run of the hypervisor image.
@@ -371,8 +403,12 @@ fn guest_from_args(ws: &Workspace, args: &QemuArgs) -> Result<Guest> {
     if args.guest_cpus == 0 {
         bail!("--guest-cpus must be at least 1");
     }
-    let images = match (&args.kernel, &args.initrd) {
-        (Some(kernel), initrd) => {
+    let kernel = args
+        .kernel
+        .clone()
+        .unwrap_or(KernelArg::Debian(debian::Kernel::default()));
+    let images = match (&kernel, &args.initrd) {
+        (KernelArg::File(kernel), initrd) => {
             let unpacked = ws.target_dir.join("guest-images/kernel-arg.Image");
             if let Some(dir) = unpacked.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -382,11 +418,11 @@ fn guest_from_args(ws: &Workspace, args: &QemuArgs) -> Result<Guest> {
                 initrd: initrd.clone(),
             }
         }
-        (None, Some(initrd)) => guest::Images {
-            kernel: debian::images(ws)?.kernel,
+        (KernelArg::Debian(kernel), Some(initrd)) => guest::Images {
+            kernel: debian::images(ws, *kernel)?.kernel,
             initrd: Some(initrd.clone()),
         },
-        (None, None) => guest::linux(ws, &args.initramfs)?,
+        (KernelArg::Debian(kernel), None) => guest::linux(ws, *kernel, &args.initramfs)?,
     };
     Ok(Guest {
         images,
@@ -492,6 +528,32 @@ pub fn run(args: &QemuArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_names_pick_debian_kernels_and_anything_with_a_slash_or_a_file_is_a_path() {
+        let debian = |k| Ok(KernelArg::Debian(k));
+        let file = |p: &str| Ok(KernelArg::File(p.into()));
+        assert_eq!(kernel_arg("debian", false), debian(debian::Kernel::Host));
+        assert_eq!(
+            kernel_arg("debian-trixie", false),
+            debian(debian::Kernel::Trixie)
+        );
+        assert_eq!(
+            kernel_arg("debian-unstable", false),
+            debian(debian::Kernel::Unstable)
+        );
+        assert_eq!(kernel_arg("debian", true), file("debian"));
+        assert_eq!(kernel_arg("./debian", false), file("./debian"));
+        assert_eq!(kernel_arg("/boot/vmlinuz", false), file("/boot/vmlinuz"));
+        assert_eq!(kernel_arg("Image", true), file("Image"));
+        let e = kernel_arg("debian-sid", false).unwrap_err();
+        assert!(
+            e.contains(
+                "neither a file nor a Debian kernel (debian, debian-trixie, debian-unstable)"
+            ),
+            "{e}"
+        );
+    }
 
     fn strings(args: Vec<OsString>) -> Vec<String> {
         args.into_iter().map(|a| a.into_string().unwrap()).collect()

@@ -153,9 +153,9 @@ fn run_qemu_tests(
             continue;
         }
         let built = match &guest.kind {
-            GuestKind::Linux { initramfs } => {
-                println!("== preparing guest linux (initramfs {initramfs})");
-                guest::linux(ws, initramfs)
+            GuestKind::Linux { kernel, initramfs } => {
+                println!("== preparing guest linux (kernel {kernel}, initramfs {initramfs})");
+                guest::linux(ws, *kernel, initramfs)
             }
             GuestKind::BareMetal(name) => {
                 println!("== building test guest {name}");

@@ -18,6 +18,8 @@
 //! timeout = 60                       # seconds (default 60)
 //! guest = linux                      # a guest VM: `linux` or a bare-metal guest's name
 //! initramfs = test                   # linux only: tests/linux/init-<recipe>.sh (default shell)
+//! kernel = debian-trixie             # linux only: debian (default), debian-trixie or
+//!                                    # debian-unstable
 //! guest-cpus = 2                     # the guest's vCPUs (default 1)
 //! guest-mem = 512M                   # the guest's RAM (default 512M linux, 64M bare-metal)
 //! append = console=ttyAMA0           # the guest's kernel command line
@@ -56,6 +58,7 @@
 //! or any other `{...}`, is an error.
 
 use crate::build::Variant;
+use crate::debian;
 use crate::process::Outcome;
 use crate::size::{self, Size};
 use std::fmt;
@@ -75,6 +78,7 @@ const KEYS: &[&str] = &[
     "timeout",
     "guest",
     "initramfs",
+    "kernel",
     "guest-cpus",
     "guest-mem",
     "append",
@@ -131,8 +135,11 @@ fn placeholder_index(inner: &str) -> Option<usize> {
 /// What a test's guest boots.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum GuestKind {
-    /// Debian's kernel with the initramfs from `tests/linux/init-<recipe>.sh`.
-    Linux { initramfs: String },
+    /// A Debian kernel with the initramfs from `tests/linux/init-<recipe>.sh`.
+    Linux {
+        kernel: debian::Kernel,
+        initramfs: String,
+    },
     /// A bare-metal test guest, `tests/guests/src/bin/<name>.rs`.
     BareMetal(String),
 }
@@ -269,8 +276,10 @@ pub enum SpecErrorKind {
     },
     /// A guest key in a test without `guest`.
     NeedsGuest(&'static str),
-    /// `initramfs` for a guest that is not Linux.
-    InitramfsNeedsLinux,
+    /// `initramfs` or `kernel` for a guest that is not Linux.
+    NeedsLinux(&'static str),
+    /// A `kernel` that is none of Debian's kernels.
+    BadKernel(String),
     /// `hyp-args` in a test that runs its guest without the hypervisor.
     HypArgsNative,
     /// A `send` or `send-raw` value with a backslash that starts no known escape.
@@ -351,9 +360,14 @@ impl fmt::Display for SpecError {
                     "`{k}` describes a guest; add `guest = linux` or `guest = <name>`"
                 )
             }
-            SpecErrorKind::InitramfsNeedsLinux => {
-                write!(f, "`initramfs` is only for `guest = linux`")
+            SpecErrorKind::NeedsLinux(k) => {
+                write!(f, "`{k}` is only for `guest = linux`")
             }
+            SpecErrorKind::BadKernel(v) => write!(
+                f,
+                "`kernel` must be one of Debian's kernels ({}), not `{v}`",
+                debian::Kernel::names()
+            ),
             SpecErrorKind::HypArgsNative => {
                 write!(
                     f,
@@ -513,6 +527,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
     let mut then_restore_line = 0;
     let mut guest_name: Option<String> = None;
     let mut initramfs: Option<String> = None;
+    let mut kernel: Option<debian::Kernel> = None;
     let mut guest_cpus: Option<u32> = None;
     let mut guest_mem: Option<Size> = None;
     let mut append: Option<String> = None;
@@ -676,6 +691,12 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
                 guest_name = Some(value.to_string());
             }
             "initramfs" => initramfs = Some(value.to_string()),
+            "kernel" => {
+                kernel = Some(
+                    debian::Kernel::from_name(value)
+                        .ok_or_else(|| err(line, SpecErrorKind::BadKernel(value.to_string())))?,
+                )
+            }
             "guest-cpus" => {
                 guest_cpus = Some(u32::try_from(number(value)?).map_err(|_| {
                     err(
@@ -700,7 +721,7 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
         }
         if matches!(
             key,
-            "initramfs" | "guest-cpus" | "guest-mem" | "append" | "native"
+            "initramfs" | "kernel" | "guest-cpus" | "guest-mem" | "append" | "native"
         ) {
             guest_keys.push((line, key));
         }
@@ -716,16 +737,15 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
         }
         Some(name) => {
             let linux = name == "linux";
-            if !linux && initramfs.is_some() {
-                let line = guest_keys
-                    .iter()
-                    .find(|(_, k)| *k == "initramfs")
-                    .map_or(0, |&(l, _)| l);
-                return Err(err(line, SpecErrorKind::InitramfsNeedsLinux));
+            let linux_only =
+                (guest_keys.iter()).find(|(_, k)| matches!(*k, "initramfs" | "kernel"));
+            if let (false, Some(&(line, key))) = (linux, linux_only) {
+                return Err(err(line, SpecErrorKind::NeedsLinux(key)));
             }
             spec.guest = Some(GuestSpec {
                 kind: if linux {
                     GuestKind::Linux {
+                        kernel: kernel.unwrap_or_default(),
                         initramfs: initramfs.unwrap_or_else(|| "shell".to_string()),
                     }
                 } else {
@@ -1065,6 +1085,7 @@ timeout = 30
             spec.guest,
             Some(GuestSpec {
                 kind: GuestKind::Linux {
+                    kernel: debian::Kernel::Host,
                     initramfs: "test".into()
                 },
                 cpus: 2,
@@ -1089,10 +1110,75 @@ timeout = 30
                 .unwrap()
                 .kind,
             GuestKind::Linux {
+                kernel: debian::Kernel::Host,
                 initramfs: "shell".into()
             }
         );
         assert_eq!(parse("t", "expect = x").unwrap().guest, None);
+    }
+
+    #[test]
+    fn a_linux_guest_names_its_debian_kernel() {
+        let kernel = |text: &str| match parse("t", text).unwrap().guest.unwrap().kind {
+            GuestKind::Linux { kernel, .. } => kernel,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(kernel("guest = linux\nexpect = x"), debian::Kernel::Host);
+        assert_eq!(
+            kernel("guest = linux\nkernel = debian\nexpect = x"),
+            debian::Kernel::Host
+        );
+        assert_eq!(
+            kernel("guest = linux\nkernel = debian-trixie\nexpect = x"),
+            debian::Kernel::Trixie
+        );
+        assert_eq!(
+            kernel("kernel = debian-unstable\nguest = linux\nexpect = x"),
+            debian::Kernel::Unstable
+        );
+        // The same test for two kernels: two guests, prepared separately.
+        let trixie = parse("t", "guest = linux\nkernel = debian-trixie\nexpect = x").unwrap();
+        let host = parse("t", "guest = linux\nexpect = x").unwrap();
+        assert_ne!(trixie.guest.unwrap().kind, host.guest.unwrap().kind);
+    }
+
+    #[test]
+    fn a_kernel_must_be_a_known_debian_kernel_of_a_linux_guest() {
+        let kind = |text: &str| parse("t", text).unwrap_err();
+        for bad in [
+            "debian-sid",
+            "trixie",
+            "Debian",
+            "/boot/vmlinuz",
+            "debian-unstable x",
+        ] {
+            assert_eq!(
+                kind(&format!("guest = linux\nkernel = {bad}\nexpect = x")),
+                err(2, SpecErrorKind::BadKernel(bad.into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            kind("guest = linux\nkernel = sid\nexpect = x").to_string(),
+            "line 2: `kernel` must be one of Debian's kernels (debian, debian-trixie, \
+             debian-unstable), not `sid`"
+        );
+        assert_eq!(
+            kind("guest = hvc\nexpect = x\nkernel = debian-trixie"),
+            err(3, SpecErrorKind::NeedsLinux("kernel"))
+        );
+        assert_eq!(
+            kind("kernel = debian\nexpect = x"),
+            err(1, SpecErrorKind::NeedsGuest("kernel"))
+        );
+        assert_eq!(
+            kind("guest = linux\nkernel = debian\nkernel = debian\nexpect = x"),
+            err(3, SpecErrorKind::Repeated("kernel"))
+        );
+        assert_eq!(
+            kind("guest = linux\nkernel =\nexpect = x"),
+            err(2, SpecErrorKind::EmptyValue("kernel"))
+        );
     }
 
     #[test]
@@ -1213,7 +1299,7 @@ timeout = 30
         );
         assert_eq!(
             kind("guest = hvc\ninitramfs = test\nexpect = x"),
-            err(2, SpecErrorKind::InitramfsNeedsLinux)
+            err(2, SpecErrorKind::NeedsLinux("initramfs"))
         );
         assert_eq!(
             kind("guest = ../x\nexpect = x"),

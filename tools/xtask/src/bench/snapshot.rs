@@ -25,6 +25,7 @@
 
 use super::{Figure, Input, Report, run_logged_within};
 use crate::build::{self, Variant};
+use crate::debian;
 use crate::guest::{self, Guest};
 use crate::qemu::{self, Machine};
 use crate::size::Size;
@@ -85,7 +86,7 @@ pub(super) fn run(ws: &Workspace, report: &mut Report) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let linux = |recipe: &str, append: &str| -> Result<Guest> {
         Ok(Guest {
-            images: guest::linux(ws, recipe)?,
+            images: guest::linux(ws, debian::Kernel::default(), recipe)?,
             cpus: CPUS,
             mem: Size::from_mib(MEM_MIB),
             append: append.into(),
