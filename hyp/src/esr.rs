@@ -80,13 +80,13 @@ pub fn ec_name(ec: u8) -> &'static str {
 /// A readable name for an abort's fault status code (DFSC/IFSC).
 pub fn fsc_name(fsc: u8) -> &'static str {
     match fsc {
-        0x00..=0x03 => "address size fault",
-        0x04..=0x07 => "translation fault",
+        0x00..=0x03 | 0x29 => "address size fault",
+        0x04..=0x07 | 0x2b => "translation fault",
         0x09..=0x0b => "access flag fault",
         0x0d..=0x0f => "permission fault",
         0x10 => "synchronous external abort",
         0x11 => "synchronous tag check fault",
-        0x14..=0x17 => "synchronous external abort on table walk",
+        0x13..=0x17 => "synchronous external abort on table walk",
         0x18 => "synchronous parity/ECC error",
         0x21 => "alignment fault",
         0x30 => "TLB conflict abort",
@@ -95,10 +95,12 @@ pub fn fsc_name(fsc: u8) -> &'static str {
     }
 }
 
-/// The translation level a fault status code refers to, when it names one.
-fn fsc_level(fsc: u8) -> Option<u8> {
+/// The translation level a fault status code refers to, when it names one (-1 with
+/// FEAT_LPA2's five-level walks).
+pub fn fsc_level(fsc: u8) -> Option<i8> {
     match fsc {
-        0x00..=0x0f | 0x14..=0x17 => Some(fsc & 3),
+        0x00..=0x0f | 0x14..=0x17 => Some((fsc & 3) as i8),
+        0x13 | 0x29 | 0x2b => Some(-1),
         _ => None,
     }
 }
@@ -155,6 +157,16 @@ mod tests {
         assert!(
             esr.to_string()
                 .contains("DFSC=0x0f (permission fault, level 3) on write")
+        );
+    }
+
+    #[test]
+    fn lpa2_level_minus_one_is_named() {
+        // Instruction abort from EL1 on a stage-1 walk, IFSC 0x2b.
+        let shown = format!("{}", Esr(0x8200_00ab));
+        assert!(
+            shown.contains("IFSC=0x2b (translation fault, level -1)"),
+            "{shown}"
         );
     }
 

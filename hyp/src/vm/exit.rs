@@ -99,8 +99,13 @@ impl Abort {
     /// A stage-2 translation, access-flag or permission fault at any level: HPFAR_EL2 holds
     /// the IPA and the memory core may resolve it. Anything else (external aborts, TLB
     /// conflicts, alignment) is not about our tables.
+    ///
+    /// Level -1 counts (0x2b, FEAT_LPA2): a fault on the guest's stage-1 walk may carry the
+    /// walk's level, and a 52-bit-VA guest (5 levels, as Debian's 6.12 kernel) walks from
+    /// level -1. Missing it, a restored 6.12 guest, whose stage 2 is mapped lazily, took an
+    /// external abort for its own page-table root at its first instruction and hung.
     pub const fn is_stage2_fault(&self) -> bool {
-        matches!(self.fsc, 0x04..=0x0f)
+        matches!(self.fsc, 0x04..=0x0f | 0x2b)
     }
     /// A stage-2 permission fault (the page is mapped, the access is not allowed).
     pub const fn is_permission_fault(&self) -> bool {
@@ -416,6 +421,18 @@ mod tests {
             panic!("not an abort");
         };
         assert!(!a.is_stage2_fault() && a.far_invalid);
+    }
+
+    #[test]
+    fn lpa2_level_minus_one_translation_fault_is_a_stage2_fault() {
+        // What QEMU gave when a restored 52-bit-VA (FEAT_LPA2, 5-level) Linux first fetched an
+        // instruction: instruction abort, S1PTW, IFSC 0x2b (translation fault, level -1).
+        let ExitReason::Abort(a) = decode(ExitKind::Sync, 0x8200_00ab) else {
+            panic!("not an abort");
+        };
+        assert!(!a.data && a.s1ptw && a.fsc == 0x2b);
+        assert!(a.is_stage2_fault());
+        assert!(!a.is_permission_fault());
     }
 
     #[test]

@@ -145,8 +145,8 @@ pub struct Guest {
     /// What the VM boots from again on a reset; `None` for a VM restored from a snapshot.
     boot: Option<BootImages>,
     has_uart: bool,
-    /// "Logged once" flags: unhandled abort, unknown exit, SError.
-    logged: [AtomicBool; 3],
+    /// "Logged once" flags: unhandled abort, unknown exit, SError, abort for populated RAM.
+    logged: [AtomicBool; 4],
     /// The dirty log's users (only pCPU 0's monitor and snapshots harvest; a reset clears
     /// snapshot tracking).
     dirty: Mutex<dirty_users::DirtyUsers>,
@@ -444,7 +444,7 @@ fn assemble(
         resetting: AtomicBool::new(false),
         boot,
         has_uart: d.vpl011,
-        logged: [const { AtomicBool::new(false) }; 3],
+        logged: [const { AtomicBool::new(false) }; 4],
         dirty: Mutex::new(dirty_users::DirtyUsers::new(d.memory)),
     }
 }
@@ -1187,15 +1187,31 @@ fn abort(g: &Guest, v: usize, regs: &mut GuestRegs, a: exit::Abort, far: u64, hp
     {
         return mmio(g, v, regs, a, far, ipa, kind, offset);
     }
-    unhandled_abort(
-        g,
-        v,
-        regs,
-        a,
-        far,
-        ipa,
-        format_args!("nothing is mapped there"),
-    );
+    let fsc = a.fsc;
+    if in_ram(g, ipa) {
+        unhandled_abort(
+            g,
+            v,
+            regs,
+            a,
+            far,
+            ipa,
+            format_args!(
+                "{} (FSC {fsc:#04x}) on guest RAM, not a fault the hypervisor resolves",
+                crate::esr::fsc_name(fsc)
+            ),
+        );
+    } else {
+        unhandled_abort(
+            g,
+            v,
+            regs,
+            a,
+            far,
+            ipa,
+            format_args!("nothing is mapped there"),
+        );
+    }
     Next::Resume
 }
 
@@ -1320,6 +1336,23 @@ fn unhandled_abort(
     why: core::fmt::Arguments<'_>,
 ) {
     g.stats.count(Counter::AbortInjected);
+    // The VM's own populated RAM must always be reachable: an abort for it (a restored page,
+    // a migrated one) is a hypervisor bug, never the guest's.
+    if in_ram(g, ipa)
+        && g.mem.backing(Ipa::new(ipa & !(PAGE_SIZE - 1))) != GuestPage::NoPage
+        && !g.logged[3].swap(true, Ordering::Relaxed)
+    {
+        log::error!(
+            "{}: vCPU {v}: hypervisor bug: an abort is injected for IPA {ipa:#x}, a populated page \
+             of the VM's own RAM{} (logged once per VM)",
+            g.name,
+            if g.boot.is_none() {
+                ", restored from its snapshot"
+            } else {
+                ""
+            }
+        );
+    }
     log_once(
         g,
         0,
