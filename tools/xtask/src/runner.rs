@@ -496,12 +496,15 @@ fn boot(qemu: &Path, spec: &Spec, machine: &Machine, log: &Path) -> Result<Optio
         }
         let bytes = std::fs::read(log).with_context(|| format!("cannot read {}", log.display()))?;
         let output = String::from_utf8_lossy(&bytes[header.len().min(bytes.len())..]);
-        let seen = spec::expects_seen(spec, &output);
         let stdin = child
             .stdin
             .as_mut()
             .expect("stdin is piped when there is input");
-        while let Some((_, bytes)) = spec.send.get(sent).filter(|(after, _)| *after <= seen) {
+        while let Some((_, bytes)) = spec
+            .send
+            .get(sent)
+            .filter(|(gate, _)| gate.open(spec, &output))
+        {
             // A write error means QEMU is gone; its exit status tells the rest.
             let _ = stdin.write_all(bytes);
             let _ = stdin.flush();

@@ -168,7 +168,7 @@ pub enum ExpectedExit {
 pub struct RestorePhase {
     pub expect: Vec<String>,
     /// As [`Spec::send`], against `expect`.
-    pub send: Vec<(usize, Vec<u8>)>,
+    pub send: Vec<(Gate, Vec<u8>)>,
     pub forbid: Vec<String>,
     pub exit: ExpectedExit,
     pub timeout: Duration,
@@ -184,9 +184,9 @@ pub struct Spec {
     pub machine_options: Vec<(String, String)>,
     pub qemu_args: Vec<String>,
     pub expect: Vec<String>,
-    /// Console input: each text's bytes (a `send`'s with its newline) are typed once the first
-    /// `.0` entries of `expect` have appeared in order.
-    pub send: Vec<(usize, Vec<u8>)>,
+    /// Console input: each text's bytes (a `send`'s with its newline) are typed once its gate
+    /// opens: the `expect` and `expect-anywhere` lines above it have appeared.
+    pub send: Vec<(Gate, Vec<u8>)>,
     pub expect_anywhere: Vec<String>,
     /// `expect-number`: the decimal number after the last appearance of the text must be at
     /// least the bound.
@@ -618,7 +618,11 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
             "expect" => spec.expect.push(value.to_string()),
             "send" | "send-raw" => {
                 let bytes = typed(line, value, key == "send")?;
-                spec.send.push((spec.expect.len(), bytes));
+                let gate = Gate {
+                    expects: spec.expect.len(),
+                    anywhere: spec.expect_anywhere.len(),
+                };
+                spec.send.push((gate, bytes));
             }
             "hyp-args" => {
                 spec.hyp_args = value.to_string();
@@ -676,7 +680,9 @@ pub fn parse(name: &str, text: &str) -> Result<Spec, SpecError> {
             "restore-expect" => restore.expect.push(value.to_string()),
             "restore-send" | "restore-send-raw" => {
                 let bytes = typed(line, value, key == "restore-send")?;
-                restore.send.push((restore.expect.len(), bytes));
+                restore
+                    .send
+                    .push((Gate::expects(restore.expect.len()), bytes));
             }
             "restore-forbid" => restore.forbid.push(value.to_string()),
             "restore-exit" => restore.exit = parse_exit(line, value)?,
@@ -895,6 +901,33 @@ fn parse_bool(line: usize, key: &'static str, value: &str) -> Result<bool, SpecE
 }
 
 /// How many of `spec.expect` appear in `output`, each after the previous one.
+/// When a `send` is typed: once the first `expects` of `expect` have appeared in order and the
+/// first `anywhere` of `expect-anywhere` anywhere (the lines above it in the file; an
+/// `expect-anywhere` gate lets a test wait for two things whose order the guest does not fix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gate {
+    pub expects: usize,
+    pub anywhere: usize,
+}
+
+impl Gate {
+    /// After the first `n` `expect` lines, no `expect-anywhere`.
+    pub const fn expects(n: usize) -> Self {
+        Self {
+            expects: n,
+            anywhere: 0,
+        }
+    }
+
+    /// Whether `output` opens the gate.
+    pub fn open(&self, spec: &Spec, output: &str) -> bool {
+        self.expects <= expects_seen(spec, output)
+            && spec.expect_anywhere[..self.anywhere.min(spec.expect_anywhere.len())]
+                .iter()
+                .all(|want| output.contains(want.as_str()))
+    }
+}
+
 pub fn expects_seen(spec: &Spec, output: &str) -> usize {
     let mut from = 0;
     for (i, want) in spec.expect.iter().enumerate() {
@@ -1191,14 +1224,36 @@ timeout = 30
         assert_eq!(
             spec.send,
             [
-                (0, b"early\n".to_vec()),
-                (1, b"echo hi\n".to_vec()),
-                (2, b"poweroff\n".to_vec())
+                (Gate::expects(0), b"early\n".to_vec()),
+                (Gate::expects(1), b"echo hi\n".to_vec()),
+                (Gate::expects(2), b"poweroff\n".to_vec())
             ]
         );
         assert_eq!(expects_seen(&spec, ""), 0);
         assert_eq!(expects_seen(&spec, "hi\n/ # "), 1);
         assert_eq!(expects_seen(&spec, "/ # echo hi\nhi\n"), 2);
+    }
+
+    #[test]
+    fn send_can_wait_for_expect_anywhere_lines_above_it() {
+        // A live snapshot's report and the workload's start come in either order.
+        let spec = parse(
+            "t",
+            "expect = live rounds=\nexpect-anywhere = STARTED\nsend = stop\nexpect-anywhere = later\n",
+        )
+        .unwrap();
+        let gate = spec.send[0].0;
+        assert_eq!(
+            gate,
+            Gate {
+                expects: 1,
+                anywhere: 1
+            }
+        );
+        assert!(!gate.open(&spec, "live rounds=9"));
+        assert!(!gate.open(&spec, "STARTED"));
+        assert!(gate.open(&spec, "STARTED\nlive rounds=9"));
+        assert!(gate.open(&spec, "live rounds=9\nSTARTED"));
     }
 
     #[test]
@@ -1211,10 +1266,10 @@ timeout = 30
         assert_eq!(
             spec.send,
             [
-                (1, vec![0x1d]),
-                (1, b"stats\r\n".to_vec()),
-                (1, b"a\\b\tc\n ".to_vec()),
-                (1, vec![0x1d, 0, b'\n'])
+                (Gate::expects(1), vec![0x1d]),
+                (Gate::expects(1), b"stats\r\n".to_vec()),
+                (Gate::expects(1), b"a\\b\tc\n ".to_vec()),
+                (Gate::expects(1), vec![0x1d, 0, b'\n'])
             ]
         );
         assert_eq!(
@@ -1350,7 +1405,10 @@ restore-exit = nonzero
                     "workload: total bad words 0".into(),
                     "workload: PASS".into()
                 ],
-                send: vec![(0, b"echo early\n".to_vec()), (1, vec![0x1d])],
+                send: vec![
+                    (Gate::expects(0), b"echo early\n".to_vec()),
+                    (Gate::expects(1), vec![0x1d])
+                ],
                 forbid: vec!["panic".into()],
                 exit: ExpectedExit::NonZero,
                 timeout: Duration::from_secs(100),
