@@ -10,7 +10,7 @@ pub const MAGIC: [u8; 8] = *b"HYPSNAP\0";
 /// Trailer magic, the last record's first eight bytes.
 pub const TRAILER_MAGIC: [u8; 8] = *b"HYPSEND\0";
 /// The format version this code writes and the only one it reads.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Bytes in the version-1 header, its CRC included.
 pub const HEADER_LEN: usize = 120;
 /// Bytes in a section header.
@@ -466,9 +466,11 @@ el1_regs!(
     apdbkeyhi_el1,
     apgakeylo_el1,
     apgakeyhi_el1,
+    cntp_ctl_el0,
+    cntp_cval_el0,
 );
 
-const _: () = assert!(El1Regs::COUNT == 35);
+const _: () = assert!(El1Regs::COUNT == 37);
 
 /// The GIC virtual CPU interface registers of a vCPU (the 64-bit values MRS reads).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -497,7 +499,7 @@ pub struct VcpuState {
 
 /// Bytes in a VCPU section's payload.
 pub const VCPU_LEN: usize = 8 + 8 * (31 + 3) + 8 * El1Regs::COUNT + 16 * 32 + 8 * 2 + 8 * 9;
-const _: () = assert!(VCPU_LEN == 1160);
+const _: () = assert!(VCPU_LEN == 1176);
 
 /// PSTATE.M values a vCPU may be resumed in: EL0t, EL1t, EL1h (AArch64, M[4] = 0).
 pub(crate) fn pstate_mode_ok(pstate: u64) -> bool {

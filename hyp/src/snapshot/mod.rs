@@ -1,12 +1,14 @@
-//! VM snapshot files: the format (version 2, specified below), a streaming writer, a reader
+//! VM snapshot files: the format (version 3, specified below), a streaming writer, a reader
 //! that validates a whole file before handing anything out, and chains of a full snapshot plus
 //! diffs. Portable and host-tested; the EL2 side pauses vCPUs, gathers their state and moves
 //! the bytes.
 //!
-//! # Format, version 2
+//! # Format, version 3
 //!
 //! Version 2 added the pointer-authentication keys to the VCPU section (a restored kernel
-//! needs the keys it signed its return addresses with); version 1 files are refused.
+//! needs the keys it signed its return addresses with); version 3 the emulated EL1 physical
+//! timer's CTL and CVAL (a guest using that timer would lose it). Older files are refused,
+//! naming both versions.
 //!
 //! All integers are little-endian. CRC-32 is the IEEE 802.3 CRC (reflected polynomial
 //! 0xEDB88320, initial value and final XOR 0xFFFFFFFF; `crc32("123456789") == 0xCBF43926`).
@@ -46,25 +48,26 @@
 //! | Offset | Size | Field |
 //! |---|---|---|
 //! | 0 | 4 | type: 1 VCPU, 2 VGIC, 3 UART, 4 PAGES |
-//! | 4 | 4 | flags: 0 (none defined in version 2) |
+//! | 4 | 4 | flags: 0 (none defined in version 3) |
 //! | 8 | 8 | payload length in bytes |
 //! | 16 | 4 | CRC-32 of section bytes 0..16 followed by the payload |
 //! | 20 | 4 | reserved, 0 |
 //!
 //! Sections follow each other without padding, in any order, and must exactly fill the space
-//! between the header and the trailer. Every section type a version-1 file may contain is
+//! between the header and the trailer. Every section type a version-3 file may contain is
 //! listed here; a reader refuses any other type rather than skipping it.
 //!
-//! **VCPU** (1160 bytes; exactly one per vCPU, in every snapshot, full or diff): u32 index,
+//! **VCPU** (1176 bytes; exactly one per vCPU, in every snapshot, full or diff): u32 index,
 //! u32 power state (0 off, 1 on), then u64s: x0..x30, sp_el0, pc, pstate (SPSR_EL2 layout;
-//! M\[4:0\] must be EL0t 0b00000, EL1t 0b00100 or EL1h 0b00101), the 35 EL1 registers in this
+//! M\[4:0\] must be EL0t 0b00000, EL1t 0b00100 or EL1h 0b00101), the 37 EL1 registers in this
 //! order: sctlr_el1, ttbr0_el1, ttbr1_el1, tcr_el1, mair_el1, amair_el1, vbar_el1,
 //! contextidr_el1, tpidr_el0, tpidr_el1, tpidrro_el0, esr_el1, far_el1, afsr0_el1, afsr1_el1,
 //! par_el1, cpacr_el1, cntkctl_el1, cntv_ctl_el0, cntv_cval_el0, mdscr_el1, csselr_el1,
 //! sp_el1, elr_el1, spsr_el1, then the pointer-authentication keys apiakeylo_el1,
 //! apiakeyhi_el1, apibkeylo_el1, apibkeyhi_el1, apdakeylo_el1, apdakeyhi_el1, apdbkeylo_el1,
 //! apdbkeyhi_el1, apgakeylo_el1, apgakeyhi_el1 (zero where the CPU has no pointer
-//! authentication) (see [`El1Regs::NAMES`]); then q0..q31 as u128 (low u64 first),
+//! authentication), cntp_ctl_el0 (ENABLE and IMASK), cntp_cval_el0 (the emulated physical
+//! timer, its compare value in the guest's time base) (see [`El1Regs::NAMES`]); then q0..q31 as u128 (low u64 first),
 //! fpcr, fpsr (u64), ich_vmcr_el2, ich_ap0r0..3_el2, ich_ap1r0..3_el2 (u64 each).
 //!
 //! **VGIC**, **UART** (at most one of each): the device model's own versioned state blob

@@ -184,7 +184,7 @@ fn header_layout_is_as_documented() {
     let b = write(&spec).0;
     let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
     let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
-    assert_eq!(u32_at(8), 2, "version");
+    assert_eq!(u32_at(8), 3, "version");
     assert_eq!(u32_at(12), 120, "header length");
     assert_eq!(u32_at(16), 1, "full");
     assert_eq!(u64_at(24), 7, "id");
@@ -224,6 +224,8 @@ fn el1_register_order_is_the_documented_one() {
     assert_eq!(El1Regs::NAMES[0], "sctlr_el1");
     assert_eq!(El1Regs::NAMES[18], "cntv_ctl_el0");
     assert_eq!(El1Regs::NAMES[24], "spsr_el1");
+    assert_eq!(El1Regs::NAMES[35], "cntp_ctl_el0");
+    assert_eq!(El1Regs::NAMES[36], "cntp_cval_el0");
     let mut v = vcpu(0, 1);
     v.el1 = El1Regs {
         cntv_cval_el0: 0xfeed,
@@ -451,6 +453,21 @@ fn other_version_is_refused_naming_both() {
         Snapshot::parse(&f[..12]),
         Err(SnapshotError::Version { found, .. }) if found == VERSION + 1
     ));
+}
+
+#[test]
+fn version_2_files_are_refused_for_the_physical_timer() {
+    // A version 2 file lacks the emulated physical timer: refused by version, with both named.
+    let mut f = small_file();
+    f[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let e = Snapshot::parse(&f).unwrap_err();
+    assert_eq!(
+        e,
+        SnapshotError::Version {
+            found: 2,
+            supported: 3
+        }
+    );
 }
 
 #[test]

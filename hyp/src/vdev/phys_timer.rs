@@ -2,10 +2,13 @@
 //! interrupt would reach the physical GIC, so the guest's accesses trap (CNTHCTL_EL2.EL1PCEN =
 //! 0) and land here. Firmware, RTOS guests and test suites use this timer; KVM emulates it too.
 //!
-//! The timer compares against the physical counter, which the guest reads directly
-//! (EL1PCTEN = 1, no offset), so its compare value is in the same time base as the EL2
-//! physical timer the arch layer arms for its deadline. Its output, `ENABLE && !IMASK &&
-//! counter >= CVAL`, drives the guest's PPI 30 ([`PTIMER_INTID`]) as a level.
+//! The guest's physical counter (`CNTPCT_EL0`, trapped too: EL1PCTEN = 0) is the host's
+//! minus the VM's counter offset, the same offset as its virtual counter, as under KVM: so the
+//! guest's two counters agree, and a snapshot restored on another machine (whose counter
+//! offset keeps the guest's time going on) finds its physical timer's compare value still in
+//! the guest's time base. The timer's output, `ENABLE && !IMASK && counter >= CVAL`, drives the
+//! guest's PPI 30 ([`PTIMER_INTID`]) as a level; the arch layer arms the EL2 timer for its
+//! deadline plus the offset.
 #![forbid(unsafe_code)]
 
 use super::vgic::Intid;
@@ -19,25 +22,25 @@ pub const CTL_ENABLE: u64 = 1 << 0;
 pub const CTL_IMASK: u64 = 1 << 1;
 pub const CTL_ISTATUS: u64 = 1 << 2;
 
-/// One of the timer's registers.
+/// One of the timer's registers, or the physical counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimerReg {
     Tval,
     Ctl,
     Cval,
+    /// CNTPCT_EL0, read-only.
+    Count,
 }
 
 impl TimerReg {
     /// The register a trapped MRS/MSR names, if it is one of the EL1 physical timer's
-    /// (op0 3, op1 3, CRn 14, CRm 2, op2 0/1/2).
+    /// (op0 3, op1 3, CRn 14, CRm 2, op2 0/1/2) or the physical counter (CRm 0, op2 1).
     pub fn decode(reg: SysReg) -> Option<Self> {
-        if (reg.op0, reg.op1, reg.crn, reg.crm) != (3, 3, 14, 2) {
-            return None;
-        }
-        match reg.op2 {
-            0 => Some(Self::Tval),
-            1 => Some(Self::Ctl),
-            2 => Some(Self::Cval),
+        match (reg.op0, reg.op1, reg.crn, reg.crm, reg.op2) {
+            (3, 3, 14, 2, 0) => Some(Self::Tval),
+            (3, 3, 14, 2, 1) => Some(Self::Ctl),
+            (3, 3, 14, 2, 2) => Some(Self::Cval),
+            (3, 3, 14, 0, 1) => Some(Self::Count),
             _ => None,
         }
     }
@@ -71,9 +74,10 @@ impl PhysTimer {
         self.ctl & CTL_ENABLE != 0 && now >= self.cval
     }
 
-    /// What an MRS of `reg` returns at physical counter value `now`.
+    /// What an MRS of `reg` returns at the guest's physical counter value `now`.
     pub fn read(&self, reg: TimerReg, now: u64) -> u64 {
         match reg {
+            TimerReg::Count => now,
             TimerReg::Ctl => self.ctl | if self.met(now) { CTL_ISTATUS } else { 0 },
             TimerReg::Cval => self.cval,
             // TVAL reads as the low 32 bits of CVAL - counter, a signed countdown; the upper
@@ -82,9 +86,11 @@ impl PhysTimer {
         }
     }
 
-    /// An MSR of `value` to `reg` at counter value `now`.
+    /// An MSR of `value` to `reg` at counter value `now` (the counter is read-only: the caller
+    /// makes such an MSR UNDEFINED, and here it changes nothing).
     pub fn write(&mut self, reg: TimerReg, value: u64, now: u64) {
         match reg {
+            TimerReg::Count => {}
             TimerReg::Ctl => self.ctl = value & (CTL_ENABLE | CTL_IMASK),
             TimerReg::Cval => self.cval = value,
             // CVAL = counter + TVAL, TVAL taken as a signed 32-bit value.
@@ -121,10 +127,14 @@ mod tests {
             TimerReg::decode(SysReg::new(3, 3, 14, 2, 2)),
             Some(TimerReg::Cval)
         );
-        // The virtual timer (CRm 3), the counter (CRm 0), another op2.
+        assert_eq!(
+            TimerReg::decode(SysReg::new(3, 3, 14, 0, 1)),
+            Some(TimerReg::Count)
+        );
+        // The virtual timer (CRm 3), the virtual counter (CRm 0 op2 2), another op2.
         for reg in [
             SysReg::new(3, 3, 14, 3, 1),
-            SysReg::new(3, 3, 14, 0, 1),
+            SysReg::new(3, 3, 14, 0, 2),
             SysReg::new(3, 3, 14, 2, 3),
             SysReg::new(3, 4, 14, 2, 1),
         ] {
@@ -136,6 +146,9 @@ mod tests {
     fn the_line_follows_enable_mask_and_compare() {
         let mut t = PhysTimer::default();
         assert!(!t.level(u64::MAX), "reset: disabled");
+        assert_eq!(t.read(TimerReg::Count, 1234), 1234);
+        t.write(TimerReg::Count, 5, 1234);
+        assert_eq!(t, PhysTimer::default(), "the counter is read-only");
         t.write(TimerReg::Cval, 1000, 0);
         t.write(TimerReg::Ctl, CTL_ENABLE, 0);
         assert!(!t.level(999));

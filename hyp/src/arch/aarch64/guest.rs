@@ -616,6 +616,9 @@ fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
         unsafe { s.el1.load() };
         s.fp.load();
         gic_state = s.gic;
+        // Its emulated physical timer was restored with the devices: drive its line and arm
+        // its deadline on this pCPU.
+        ptimer_update(g, v);
     }
     log::debug!("{}: vCPU {v} starts at {:#x}", g.name, req.entry);
     let next = loop {
@@ -874,7 +877,7 @@ const NO_DEADLINE: u64 = u64::MAX;
 /// A trapped MRS (`read`) or MSR of vCPU `v`'s EL1 physical timer register `reg` with
 /// general-purpose register `rt`; then the timer's line and deadline follow.
 fn ptimer_access(g: &Guest, v: usize, reg: TimerReg, rt: u8, read: bool, regs: &mut GuestRegs) {
-    let now = counter();
+    let now = guest_counter(g);
     let mut dev = g.devices.lock();
     if read {
         regs.set(rt, dev.ptimers[v].read(reg, now));
@@ -888,16 +891,24 @@ fn ptimer_access(g: &Guest, v: usize, reg: TimerReg, rt: u8, read: bool, regs: &
 /// Samples vCPU `v`'s emulated physical timer: drives its PPI and arms the EL2 timer for its
 /// next expiry. On the vCPU's own pCPU.
 fn ptimer_update(g: &Guest, v: usize) {
-    let now = counter();
+    let now = guest_counter(g);
     let mut dev = g.devices.lock();
     let t = dev.ptimers[v];
     let _ = dev.vgic.set_ppi_level(v, PTIMER_INTID, t.level(now));
     drop(dev);
-    let deadline = t.deadline(now).unwrap_or(NO_DEADLINE);
+    // In the host's time base, for the EL2 timer.
+    let deadline = t
+        .deadline(now)
+        .map_or(NO_DEADLINE, |d| d.wrapping_add(g.hw.cntvoff));
     g.ptimer_deadline[v].store(deadline, Ordering::Relaxed);
     if deadline != NO_DEADLINE {
         super::timer::hyp_arm_by(deadline);
     }
+}
+
+/// The guest's counters (virtual and physical): the host's minus the VM's offset.
+fn guest_counter(g: &Guest) -> u64 {
+    counter().wrapping_sub(g.hw.cntvoff)
 }
 
 /// Arms the EL2 timer for vCPU `v`'s emulated physical timer, if it waits to fire (before
@@ -1030,7 +1041,9 @@ fn handle_exit(
             } else if let Some(value) = g.id_regs.read(a.reg).filter(|_| a.read) {
                 regs.set(a.rt, value);
                 regs.pc += 4;
-            } else if let Some(reg) = TimerReg::decode(a.reg) {
+            } else if let Some(reg) =
+                TimerReg::decode(a.reg).filter(|&r| a.read || r != TimerReg::Count)
+            {
                 ptimer_access(g, v, reg, a.rt, a.read, regs);
                 regs.pc += 4;
             } else {

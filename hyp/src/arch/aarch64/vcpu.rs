@@ -197,10 +197,12 @@ pub fn guest_hcr(fwb: bool) -> u64 {
 /// from the guest (`vm::cpu_id`; their state is not saved in snapshots), so using them traps
 /// and the guest gets UNDEFINED, as on a CPU without them.
 const GUEST_CPTR: u64 = 0x33ff;
-/// CNTHCTL_EL2 (E2H = 0): EL1PCTEN = 1 (the physical counter reads through, harmless and what
-/// some early code uses), EL1PCEN = 0: the EL1 physical timer traps, because its interrupt
-/// would reach the physical GIC. Guests use the virtual timer, offset by CNTVOFF_EL2.
-const GUEST_CNTHCTL: u64 = 0b01;
+/// CNTHCTL_EL2 (E2H = 0): EL1PCTEN = 0 and EL1PCEN = 0: the physical counter and the EL1
+/// physical timer trap and are emulated (`vdev::phys_timer`): the timer's interrupt would reach
+/// the physical GIC, and the guest's physical counter is offset like its virtual one, by
+/// CNTVOFF_EL2, so that both survive a restore. Guests mostly use the virtual timer, which
+/// does not trap.
+const GUEST_CNTHCTL: u64 = 0b00;
 
 /// Per-vCPU EL2 controls, set on the vCPU's pCPU before its first entry.
 #[derive(Clone, Copy, Debug)]

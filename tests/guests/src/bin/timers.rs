@@ -188,6 +188,15 @@ fn physical_registers() {
         physical::control()
     );
     physical::set_control(0);
+    // The guest's physical counter is offset like its virtual one: read between two virtual
+    // reads, it lies between them.
+    let before = timer::counter();
+    let phys = physical::counter();
+    let after = timer::counter();
+    check!(
+        before <= phys && phys <= after,
+        "CNTPCT_EL0 {phys:#x} not between two CNTVCT_EL0 reads {before:#x} and {after:#x}"
+    );
     println!("timers: physical timer registers read back as written");
 }
 

@@ -17,6 +17,7 @@ use crate::arch::aarch64::vcpu::{El1State, GuestRegs};
 use crate::mm::addr::PAGE_SIZE;
 use crate::mm::stage2::config::Stage2Config;
 use crate::snapshot::{Chain, DeviceKind, PowerState, Snapshot, VcpuState};
+use crate::vdev::phys_timer::PhysTimer;
 use crate::vdev::pl011::Pl011;
 use crate::vdev::vgic::{Intid, Vgic};
 use crate::vm::power::StartRequest;
@@ -194,6 +195,8 @@ pub(super) fn create(
     }
     let mut on = 0;
     for s in snap.vcpus() {
+        g.devices.lock().ptimers[s.index as usize] =
+            PhysTimer::from_saved(s.el1.cntp_ctl_el0, s.el1.cntp_cval_el0);
         if s.power == PowerState::On {
             let v = s.index as usize;
             control::set_restore(&g, v, saved(s));

@@ -212,7 +212,8 @@ fn start_tracking(t: &Guest, kind: Kind) -> Result<(), Failure> {
     }
 }
 
-fn vcpu_state(index: usize, s: Option<VcpuSaved>) -> VcpuState {
+/// vCPU `index`'s state, `ptimer` its emulated physical timer's (CTL, CVAL).
+fn vcpu_state(index: usize, s: Option<VcpuSaved>, ptimer: (u64, u64)) -> VcpuState {
     let Some(s) = s else {
         return VcpuState {
             index: index as u32,
@@ -264,6 +265,8 @@ fn vcpu_state(index: usize, s: Option<VcpuSaved>) -> VcpuState {
             apdbkeyhi_el1: e.pauth[7],
             apgakeylo_el1: e.pauth[8],
             apgakeyhi_el1: e.pauth[9],
+            cntp_ctl_el0: ptimer.0,
+            cntp_cval_el0: ptimer.1,
         },
         q: s.fp.q,
         fpcr: s.fp.fpcr,
@@ -309,7 +312,8 @@ fn write_states(w: &mut Writer<'_>, t: &Guest) -> Result<(), Failure> {
         } else {
             control::saved(t, v)
         };
-        w.vcpu(&vcpu_state(v, saved)).map_err(text)?;
+        let ptimer = t.devices.lock().ptimers[v].saved();
+        w.vcpu(&vcpu_state(v, saved, ptimer)).map_err(text)?;
     }
     // The guest's time when its vCPUs stopped (the header's is from the start of a live one).
     let now = counter().wrapping_sub(t.hw.cntvoff);
