@@ -42,4 +42,6 @@ if [ -n "$load" ]; then
     fi
 fi
 echo "init: powering off"
+# A forced power-off drops console output the tty has not sent yet: wait for it.
+/bin/drain
 poweroff -f

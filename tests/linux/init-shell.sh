@@ -21,9 +21,11 @@ else
     # trap only once its foreground command ends, but `wait` returns at once: so the shell
     # runs in the background, on the console (cttyhack makes it the controlling terminal, so
     # Ctrl-C works).
-    trap 'echo "init: powering off"; poweroff -f' USR1 USR2 TERM
+    trap 'echo "init: powering off"; /bin/drain; poweroff -f' USR1 USR2 TERM
     setsid cttyhack sh </dev/console >/dev/console 2>&1 &
     wait $!
 fi
 echo "init: powering off"
+# A forced power-off drops console output the tty has not sent yet: wait for it.
+/bin/drain
 poweroff -f

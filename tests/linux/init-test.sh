@@ -49,4 +49,6 @@ if [ $failed = 0 ]; then
 else
     echo "linux-test: $failed checks failed"
 fi
+# A forced power-off drops console output the tty has not sent yet: wait for it.
+/bin/drain
 poweroff -f

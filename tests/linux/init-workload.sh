@@ -39,4 +39,6 @@ else
     echo "workload: FAIL status $?"
 fi
 echo "init: powering off"
+# A forced power-off drops console output the tty has not sent yet: wait for it.
+/bin/drain
 poweroff -f

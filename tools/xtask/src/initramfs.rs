@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// Where recipes live, relative to the workspace root.
 pub const RECIPE_DIR: &str = "tests/linux";
 /// The programs of `tests/linux/progs`; a recipe that mentions `/bin/<name>` gets that one.
-pub const PROGS: &[&str] = &["cntvct", "memtest", "workload"];
+pub const PROGS: &[&str] = &["cntvct", "drain", "memtest", "workload"];
 
 const S_IFDIR: u32 = 0o040_000;
 const S_IFREG: u32 = 0o100_000;

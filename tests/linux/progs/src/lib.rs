@@ -9,6 +9,7 @@ use core::arch::asm;
 
 const SYS_OPENAT: usize = 56;
 const SYS_CLOSE: usize = 57;
+const SYS_IOCTL: usize = 29;
 const SYS_READ: usize = 63;
 const SYS_PREAD64: usize = 67;
 const SYS_WRITE: usize = 64;
@@ -321,6 +322,19 @@ pub fn read(fd: isize, buf: &mut [u8]) -> isize {
     unsafe {
         asm!("svc #0", in("x8") SYS_READ, inlateout("x0") fd => ret,
              in("x1") buf.as_mut_ptr(), in("x2") buf.len(), options(nostack))
+    };
+    ret
+}
+
+/// Waits until everything written to terminal `fd` has been transmitted (tcdrain(3): the
+/// TCSBRK ioctl with a non-zero argument sends no break). 0 or the negative errno.
+pub fn tcdrain(fd: isize) -> isize {
+    const TCSBRK: usize = 0x5409;
+    let ret: isize;
+    // SAFETY: TCSBRK with argument 1 only waits; it reads and writes no memory of ours.
+    unsafe {
+        asm!("svc #0", in("x8") SYS_IOCTL, inlateout("x0") fd => ret,
+             in("x1") TCSBRK, in("x2") 1usize, options(nostack))
     };
     ret
 }
