@@ -129,6 +129,20 @@ impl Redistributor {
     }
 }
 
+/// The boot vCPU's usual setup: the distributor, this vCPU's redistributor and its CPU
+/// interface. A failure ends the test with `Test result: ERROR` naming the step.
+pub fn setup_boot_cpu() -> Redistributor {
+    if let Err(e) = init_distributor() {
+        crate::report::error(format_args!("GIC distributor setup failed: {e:?}"));
+    }
+    let rd = match Redistributor::this_cpu() {
+        Ok(rd) => rd,
+        Err(e) => crate::report::error(format_args!("GIC redistributor setup failed: {e:?}")),
+    };
+    init_cpu_interface();
+    rd
+}
+
 /// Turns on the system-register CPU interface for Group 1 at every priority.
 pub fn init_cpu_interface() {
     // SAFETY: configures this vCPU's GIC CPU interface only; interrupts stay masked in PSTATE

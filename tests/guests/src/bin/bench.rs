@@ -18,7 +18,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use test_guests::console::{UART, reg};
-use test_guests::gic::{self, Redistributor};
+use test_guests::gic;
 use test_guests::psci::{self, id};
 use test_guests::timer::{self, CTL_ENABLE, CTL_IMASK, VTIMER_INTID};
 use test_guests::{exceptions, println, report};
@@ -72,14 +72,7 @@ fn report_line(name: &str, ticks: u64) {
 }
 
 fn main() -> ! {
-    if let Err(e) = gic::init_distributor() {
-        report::error(format_args!("GIC distributor setup failed: {e:?}"));
-    }
-    let rd = match Redistributor::this_cpu() {
-        Ok(rd) => rd,
-        Err(e) => report::error(format_args!("GIC redistributor setup failed: {e:?}")),
-    };
-    gic::init_cpu_interface();
+    let rd = gic::setup_boot_cpu();
     exceptions::set_irq_hook(Some(on_irq));
     rd.enable(VTIMER_INTID, 0x80);
     rd.enable(SELF_SGI, 0x80);

@@ -12,7 +12,7 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use test_guests::gic::{self, Redistributor};
+use test_guests::gic;
 use test_guests::timer::{self, CTL_ENABLE, CTL_IMASK, PTIMER_INTID, physical};
 use test_guests::{check, exceptions, println, report};
 
@@ -36,14 +36,7 @@ fn counters_agree() -> bool {
 }
 
 fn main() -> ! {
-    if let Err(e) = gic::init_distributor() {
-        report::error(format_args!("GIC distributor setup failed: {e:?}"));
-    }
-    let rd = match Redistributor::this_cpu() {
-        Ok(rd) => rd,
-        Err(e) => report::error(format_args!("GIC redistributor setup failed: {e:?}")),
-    };
-    gic::init_cpu_interface();
+    let rd = gic::setup_boot_cpu();
     exceptions::set_irq_hook(Some(on_irq));
     rd.enable(PTIMER_INTID, 0x80);
     check!(

@@ -231,14 +231,7 @@ fn physical_expiries() {
 }
 
 fn main() -> ! {
-    if let Err(e) = gic::init_distributor() {
-        report::error(format_args!("GIC distributor setup failed: {e:?}"));
-    }
-    let rd = match Redistributor::this_cpu() {
-        Ok(rd) => rd,
-        Err(e) => report::error(format_args!("GIC redistributor setup failed: {e:?}")),
-    };
-    gic::init_cpu_interface();
+    let rd = gic::setup_boot_cpu();
     exceptions::set_irq_hook(Some(on_irq));
     rd.enable(VTIMER_INTID, 0x80);
     rd.enable(PTIMER_INTID, 0x80);

@@ -13,7 +13,7 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use test_guests::gic::{self, Redistributor};
+use test_guests::gic;
 use test_guests::timer::{self, CTL_ENABLE, CTL_IMASK, CTL_ISTATUS, VTIMER_INTID};
 use test_guests::{check, exceptions, println, report};
 
@@ -99,14 +99,7 @@ fn rapid_ticks(round: u32) -> u32 {
 fn main() -> ! {
     let freq = timer::frequency();
     check!(freq != 0, "CNTFRQ_EL0 is 0");
-    if let Err(e) = gic::init_distributor() {
-        report::error(format_args!("GIC distributor setup failed: {e:?}"));
-    }
-    let rd = match Redistributor::this_cpu() {
-        Ok(rd) => rd,
-        Err(e) => report::error(format_args!("GIC redistributor setup failed: {e:?}")),
-    };
-    gic::init_cpu_interface();
+    let rd = gic::setup_boot_cpu();
     exceptions::set_irq_hook(Some(on_irq));
     rd.enable(VTIMER_INTID, 0x80);
 
