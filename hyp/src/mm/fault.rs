@@ -32,7 +32,7 @@ use super::ownership::{FrameData, FrameTable, GuestPage, OwnershipError};
 use super::phys::PhysMem;
 use super::stage2::{MapFlags, Stage2Error};
 use super::tlb::Tlb;
-use super::vm::{BLOCK_PAGES, Vm, block_backing, bug, gfn_ipa};
+use super::vm::{BLOCK_PAGES, FAULT_TABLES_MAX, Vm, block_backing, bug, gfn_ipa};
 
 /// The kind of guest access that faulted.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -163,8 +163,15 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
 
     /// Steps 4-8: under the MMU lock, retry if an invalidation raced, mark dirty, install.
     ///
+    /// Each lookup tops the table cache up, but several lookups may run before any install
+    /// (many vCPUs faulting at once, e.g. writes right after dirty logging starts, each
+    /// splitting a block), and their installs then share one refill. An install that finds
+    /// fewer frames than one fault may take retries instead: the retried fault's lookup
+    /// refills from the pool, so a fault fails only when the pool itself is empty.
+    ///
     /// # Errors
-    /// [`FaultError::OutOfMemory`] if the table cache ran dry (another fault used it up).
+    /// [`FaultError::OutOfMemory`] only if the map still runs out (a bug: the check above
+    /// covers every map one fault makes).
     pub fn fault_install(&self, l: Lookup) -> Result<FaultOutcome, FaultError> {
         let ipa = l.gfn.base();
         let mut guard = self.mmu.lock();
@@ -182,6 +189,9 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
         let raced = self.seq().load(Ordering::Acquire) != l.seq
             || mmu.inval.overlaps(first.raw(), first.raw() + pages);
         if raced && !bug!(self, skip_retry_check) {
+            return Ok(FaultOutcome::Retry);
+        }
+        if self.cached_tables() < FAULT_TABLES_MAX {
             return Ok(FaultOutcome::Retry);
         }
         let write = l.access == Access::Write;

@@ -21,6 +21,12 @@ pub trait PhysMem {
     fn write_pte(&mut self, table: Pa, index: usize, pte: Pte);
     /// Zero the 4 KiB frame at `table` before it is linked into a table tree.
     fn zero_table(&mut self, table: Pa);
+    /// Order every earlier table store before every later one, for another CPU's walker: a new
+    /// table's contents before the entry that links it (a `DMB ISHST` on hardware, as Linux's
+    /// `smp_wmb` before it publishes a table). Without it a walker on another CPU may follow
+    /// the link and read what the frame held before, such as the stale leaves of a recycled
+    /// table frame.
+    fn publish_barrier(&mut self);
     /// Whether entries `indices` of `table` all equal `pte` (whether a table is left empty).
     /// Implementations over plain memory may scan faster than entry-by-entry loads.
     fn entries_equal(&self, table: Pa, indices: Range<usize>, pte: Pte) -> bool {
@@ -37,6 +43,9 @@ impl<M: PhysMem + ?Sized> PhysMem for &mut M {
     }
     fn zero_table(&mut self, table: Pa) {
         (**self).zero_table(table)
+    }
+    fn publish_barrier(&mut self) {
+        (**self).publish_barrier()
     }
     fn entries_equal(&self, table: Pa, indices: Range<usize>, pte: Pte) -> bool {
         (**self).entries_equal(table, indices, pte)

@@ -45,6 +45,10 @@ pub(crate) const BLOCK_PAGES: u64 = 512;
 /// enough for one 4 KiB map from a level-0 root (three tables) plus splitting one block at each
 /// end of an invalidated range.
 pub(crate) const TABLE_RESERVE: usize = 8;
+/// The most table frames one fault's install can take: a page mapped below a 1 GiB block splits
+/// it into a level-2 and a level-3 table, and a page in an empty level-0 entry needs tables at
+/// levels 1 to 3.
+pub(crate) const FAULT_TABLES_MAX: usize = 3;
 /// More cached table frames than this go back to the frame table.
 const TABLE_CACHE_MAX: usize = 64;
 

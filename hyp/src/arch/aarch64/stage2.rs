@@ -152,6 +152,10 @@ impl PhysMem for HwPhysMem {
         // SAFETY: a whole 4 KiB frame the core just took for a table; nothing walks it yet.
         unsafe { core::ptr::write_bytes(table.raw() as *mut u8, 0, PAGE_SIZE as usize) }
     }
+    fn publish_barrier(&mut self) {
+        // SAFETY: a barrier only orders this CPU's stores; it touches no memory itself.
+        unsafe { core::arch::asm!("dmb ishst", options(nostack, preserves_flags)) }
+    }
 }
 
 /// Frame contents for the ownership layer: zeroing and copying go to the point of coherency,

@@ -43,6 +43,10 @@ pub enum Violation {
         vmid: Vmid,
         ipa: Ipa,
     },
+    /// A table was linked (entry `index` of `parent` set to point at it) while stores into it
+    /// were not yet ordered before the link by a barrier: another CPU's walker could follow the
+    /// link and read the frame's old contents.
+    LinkBeforePublish { table: Pa, parent: Pa, index: usize },
 }
 
 impl fmt::Display for Violation {
@@ -73,6 +77,15 @@ impl fmt::Display for Violation {
             } => write!(
                 f,
                 "I4: frame {frame} freed while CPU {cpu} caches VM {vmid} IPA {ipa} through it"
+            ),
+            Self::LinkBeforePublish {
+                table,
+                parent,
+                index,
+            } => write!(
+                f,
+                "table {table} linked at entry {index} of {parent} before a barrier ordered \
+                 the stores into it (a walker may see its old contents)"
             ),
         }
     }

@@ -97,6 +97,9 @@ pub struct Machine {
     trace: Option<Vec<Step>>,
     hook: Option<Hook>,
     steps: u64,
+    /// Table frames stored into since the last barrier (a publication barrier, or the DSB a
+    /// TLB invalidation starts with): linking one of them is a violation.
+    unpublished: Vec<Pa>,
 }
 
 impl core::fmt::Debug for Machine {
@@ -147,7 +150,21 @@ impl Machine {
             trace: None,
             hook: None,
             steps: 0,
+            unpublished: Vec::new(),
         }
+    }
+
+    /// Records a store into `table` not yet ordered before later stores.
+    fn stored_into(&mut self, table: Pa) {
+        let frame = Pa::new(table.raw() & !(crate::mm::addr::PAGE_SIZE - 1));
+        if !self.unpublished.contains(&frame) {
+            self.unpublished.push(frame);
+        }
+    }
+
+    /// A barrier: every earlier store is ordered before every later one.
+    fn barrier(&mut self) {
+        self.unpublished.clear();
     }
 
     /// Let walks and the checker see `vmid`'s tables (done by [`SharedMachine::new_stage2`]).
@@ -364,6 +381,18 @@ impl PhysMem for MachineMem {
     }
     fn write_pte(&mut self, table: Pa, index: usize, pte: Pte) {
         let mut m = self.0.borrow_mut();
+        // A valid descriptor with the table/page type bit: a link if it points at a table
+        // frame (guest pages are never table frames).
+        if let Some(target) = pte.next_table(Level::L2)
+            && m.unpublished.contains(&target)
+        {
+            m.violation(Violation::LinkBeforePublish {
+                table: target,
+                parent: table,
+                index,
+            });
+        }
+        m.stored_into(table);
         let old = m.mem.read_pte(table, index);
         let slot = m.checker.slot(table, index);
         m.mem.write_pte(table, index, pte);
@@ -386,8 +415,12 @@ impl PhysMem for MachineMem {
     fn zero_table(&mut self, table: Pa) {
         let mut m = self.0.borrow_mut();
         m.mem.zero_table(table);
+        m.stored_into(table);
         m.checker.on_zero(table);
         m.step(Step::ZeroTable { table });
+    }
+    fn publish_barrier(&mut self) {
+        self.0.borrow_mut().barrier();
     }
 }
 
@@ -398,12 +431,14 @@ pub struct MachineTlb(Rc<RefCell<Machine>>);
 impl Tlb for MachineTlb {
     fn invalidate_ipa(&mut self, vmid: Vmid, ipa: Ipa, level: Level) {
         let mut m = self.0.borrow_mut();
+        m.barrier();
         m.tlb.invalidate_ipa(vmid, ipa);
         m.checker.on_invalidate_ipa(vmid, ipa);
         m.step(Step::InvalidateIpa { vmid, ipa, level });
     }
     fn invalidate_vmid_all(&mut self, vmid: Vmid) {
         let mut m = self.0.borrow_mut();
+        m.barrier();
         m.tlb.invalidate_vmid(vmid);
         m.checker.on_invalidate_vmid(vmid);
         m.step(Step::InvalidateVmid { vmid });

@@ -134,6 +134,8 @@ impl PhysMem for SimMemory {
     fn zero_table(&mut self, table: Pa) {
         self.zero_frame(Pfn::containing(table))
     }
+    /// Plain memory has no other walker to order for; [`super::MachineMem`] checks barriers.
+    fn publish_barrier(&mut self) {}
     fn entries_equal(&self, table: Pa, indices: core::ops::Range<usize>, pte: Pte) -> bool {
         let first = self.word(table.raw());
         let words = &self.words[first + indices.start..first + indices.end];

@@ -176,6 +176,8 @@ impl<T: Tlb, A: TableAlloc + ?Sized> Editor<'_, T, A> {
             ctx.mem.write_pte(t, i, encoder.leaf(child_pa, child));
         }
         self.break_entry(ctx);
+        // The break's TLBI already began with a DSB; the barrier keeps the rule in one place.
+        ctx.mem.publish_barrier();
         ctx.set(Pte::table(t));
         Ok(())
     }
@@ -194,6 +196,8 @@ impl<T: Tlb, A: TableAlloc + ?Sized> Editor<'_, T, A> {
                 ctx.mem.write_pte(t, i, Pte::invalid(annotation));
             }
         }
+        // The zeroes (a recycled frame held a dead subtree's leaves) and annotations first.
+        ctx.mem.publish_barrier();
         ctx.set(Pte::table(t));
         Ok(())
     }

@@ -878,3 +878,42 @@ fn i4_freeing_a_table_before_its_tlbi_is_caught() {
     s2.destroy(&mut alloc);
     assert_eq!(m.get().tables.live(), 0);
 }
+
+/// Issue 12, bug 2: a new table is published only after its contents. Unmapping returns a
+/// subtree to the cache without clearing it, so a recycled table frame holds dead leaves until
+/// it is zeroed; a link stored before a barrier orders the zeroes would let another CPU's
+/// walker read them. The machine flags a link to a frame stored into since the last barrier.
+#[test]
+fn a_recycled_table_is_zeroed_and_published_before_it_is_linked() {
+    let m = machine();
+    let mut alloc = m.alloc();
+    let mut s2 = m.new_stage2(config(39), VM, &mut alloc).unwrap();
+    // Map, unmap (the level-2 and level-3 tables go back to the allocator with their leaves)
+    // and map again elsewhere: the new tables are the recycled frames.
+    for round in 0..3u64 {
+        let ipa = Ipa::new(round * GIB);
+        s2.map(
+            &mut alloc,
+            ipa,
+            Pa::new(DATA),
+            KIB4,
+            RW,
+            MapFlags::PAGES_ONLY,
+        )
+        .unwrap();
+        s2.unmap(&mut alloc, ipa, KIB4).unwrap();
+    }
+    assert_eq!(m.get().violations(), &[], "every link came after a barrier");
+    // The rule the check enforces: a link right after a store into the table is caught.
+    let t = alloc.alloc_table().unwrap();
+    let mut mem = m.mem();
+    mem.zero_table(t);
+    mem.write_pte(Pa::new(DATA), 0, Pte::table(t));
+    assert!(matches!(
+        m.get().take_violations().as_slice(),
+        [Violation::LinkBeforePublish { table, .. }] if *table == t
+    ));
+    mem.publish_barrier();
+    mem.write_pte(Pa::new(DATA), 1, Pte::table(t));
+    assert!(m.get().violations().is_empty());
+}

@@ -209,4 +209,7 @@ impl<M: PhysMem> PhysMem for ReadOnly<'_, M> {
     fn zero_table(&mut self, table: Pa) {
         unreachable!("read-only walk zeroed table {table:?}")
     }
+    fn publish_barrier(&mut self) {
+        unreachable!("read-only walk published a table")
+    }
 }

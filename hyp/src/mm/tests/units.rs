@@ -326,3 +326,37 @@ fn no_table_frame_leaks_and_destroy_returns_every_frame() {
     );
     assert!(machine.get().take_violations().is_empty());
 }
+
+/// Issue 12, bug 1: faults whose lookups all ran before any install (many vCPUs writing at
+/// once) drain the table cache that each lookup saw full; an install that then finds too few
+/// table frames must retry (its next lookup refills from the pool), never fail while the pool
+/// still has frames.
+#[test]
+fn install_retries_when_other_faults_drained_the_table_cache() {
+    use crate::mm::phys::TableAlloc;
+    let mut w = World::new(2, Bugs::default());
+    w.donate_block(r0(0)).unwrap();
+    assert_eq!(w.access(0, r0(1), Some(1)), Ok(1));
+    w.vm.enable_dirty_log(&w.frames, &mut w.data, 0).unwrap();
+    // The write splits the block: it needs a table frame at install.
+    let l =
+        w.vm.fault_lookup(&w.frames, &mut w.data, r0(2), Access::Write)
+            .unwrap()
+            .unwrap();
+    // Other vCPUs' installs, between this lookup and this install, take every cached frame.
+    let mut taken = Vec::new();
+    while let Some(t) = w.vm.table_alloc().alloc_table() {
+        taken.push(t);
+    }
+    assert!(!taken.is_empty());
+    assert_eq!(w.vm.fault_install(l), Ok(FaultOutcome::Retry));
+    assert_eq!(
+        w.access(0, r0(2), Some(2)),
+        Ok(2),
+        "the retried fault refills the cache and maps"
+    );
+    for t in taken {
+        w.vm.table_alloc().free_table(t);
+    }
+    w.check();
+}
