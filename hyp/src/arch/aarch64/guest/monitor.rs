@@ -106,6 +106,9 @@ static WATCH: Once<Mutex<ConsoleWatch<Fired>>> = Once::new();
 static WATCHING: AtomicBool = AtomicBool::new(false);
 /// Texts that came, for pCPU 0's next service point.
 static FIRED: Mutex<VecDeque<Fired>> = Mutex::new(VecDeque::new());
+/// Whether FIRED may hold something: the service point, which runs at every exit of pCPU 0
+/// while anything is scheduled, looks at this rather than taking the lock.
+static FIRED_ANY: AtomicBool = AtomicBool::new(false);
 static STORM_MOVED: AtomicU64 = AtomicU64::new(0);
 
 /// Sets up console routing (guest input to the first VM with a console) and the bootargs'
@@ -233,6 +236,7 @@ pub(super) fn console_output(index: usize, byte: u8) {
         }
     }
     if fired {
+        FIRED_ANY.store(true, Ordering::Release);
         SCHEDULED.store(true, Ordering::Release);
         // pCPU 0 runs it, and may be asleep in a WFI wait with no timer armed.
         guest_irq::kick(0);
@@ -373,7 +377,11 @@ fn unattended() {
         QUEUE.lock().push_back(t.command);
         PENDING.store(true, Ordering::Release);
     }
-    let fired: Vec<Fired> = FIRED.lock().drain(..).collect();
+    let fired: Vec<Fired> = if FIRED_ANY.swap(false, Ordering::AcqRel) {
+        FIRED.lock().drain(..).collect()
+    } else {
+        Vec::new()
+    };
     for f in fired {
         match f {
             Fired::Action(t) => {
@@ -426,7 +434,7 @@ fn unattended() {
             || u.schedule.migrate_storm.is_some()
             || u.schedule.dirty_harvest.is_some()
             || WATCHING.load(Ordering::Acquire)
-            || !FIRED.lock().is_empty(),
+            || FIRED_ANY.load(Ordering::Acquire),
         Ordering::Release,
     );
 }
