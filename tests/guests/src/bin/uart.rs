@@ -88,12 +88,11 @@ fn main() -> ! {
     let mut line = [0u8; 64];
     let mut len = 0;
     while len < line.len() {
-        let ready = timer::wait_until(5000, || UART.read32(reg::FR) & reg::FR_RXFE == 0);
-        check!(
-            ready,
-            "no typed byte within 5 s after {len} (`{}`)",
-            core::str::from_utf8(&line[..len]).unwrap_or("?")
-        );
+        // No time limit of its own: a byte that never comes is the runner's timeout, however
+        // slowly the host delivers typed input.
+        while UART.read32(reg::FR) & reg::FR_RXFE != 0 {
+            core::hint::spin_loop();
+        }
         let b = (UART.read32(reg::DR) & 0xff) as u8;
         if b == b'\n' || b == b'\r' {
             break;
