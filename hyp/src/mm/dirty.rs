@@ -61,12 +61,13 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::Mutex;
 
 use super::addr::Gfn;
+use super::bugs::bug;
 use super::descriptor::{LeafAttrs, S2Perms};
 use super::ownership::{FrameData, FrameTable};
 use super::phys::PhysMem;
 use super::stage2::MapFlags;
 use super::tlb::Tlb;
-use super::vm::{BLOCK_PAGES, Vm, block_backing, bug, gfn_ipa};
+use super::vm::{BLOCK_PAGES, Vm, block_backing, gfn_ipa};
 
 const WORD_BITS: u64 = 64;
 
@@ -436,10 +437,10 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
         let mut count = 0;
         while let Some((gfn, n)) = mmu.dirty.next_run(region, from) {
             let (ipa, len) = gfn_ipa(gfn, n);
-            if bug!(self, clear_before_protect) {
+            if bug!(clear_before_protect) {
                 mmu.dirty.take(region, gfn, n, out);
             }
-            if !bug!(self, skip_harvest_protect) {
+            if !bug!(skip_harvest_protect) {
                 // Returns after the TLB invalidation completed on every CPU.
                 mmu.s2
                     .write_protect(&mut self.table_alloc(), ipa, len)

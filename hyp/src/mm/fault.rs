@@ -27,12 +27,13 @@ use core::sync::atomic::Ordering;
 use crate::sync::Mutex;
 
 use super::addr::{Gfn, Ipa, PAGE_SIZE, Pa, Pfn};
+use super::bugs::bug;
 use super::descriptor::{LeafAttrs, S2Perms};
 use super::ownership::{FrameData, FrameTable, GuestPage, OwnershipError};
 use super::phys::PhysMem;
 use super::stage2::{MapFlags, Stage2Error};
 use super::tlb::Tlb;
-use super::vm::{BLOCK_PAGES, FAULT_TABLES_MAX, Vm, block_backing, bug, gfn_ipa};
+use super::vm::{BLOCK_PAGES, FAULT_TABLES_MAX, Vm, block_backing, gfn_ipa};
 
 /// The kind of guest access that faulted.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -188,15 +189,15 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
         };
         let raced = self.seq().load(Ordering::Acquire) != l.seq
             || mmu.inval.overlaps(first.raw(), first.raw() + pages);
-        if raced && !bug!(self, skip_retry_check) {
+        if raced && !bug!(skip_retry_check) {
             return Ok(FaultOutcome::Retry);
         }
-        if self.cached_tables() < FAULT_TABLES_MAX {
+        if self.cached_tables() < FAULT_TABLES_MAX && !bug!(no_table_reserve_retry) {
             return Ok(FaultOutcome::Retry);
         }
         let write = l.access == Access::Write;
         let writable = if logging {
-            (write || bug!(self, writable_read_fault)) && l.page.writable()
+            (write || bug!(writable_read_fault)) && l.page.writable()
         } else {
             l.page.writable()
         };
@@ -220,7 +221,7 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
                 });
             }
         }
-        let dirty_after = bug!(self, dirty_after_install);
+        let dirty_after = bug!(dirty_after_install);
         if write && logging && !dirty_after {
             mmu.dirty.mark(l.gfn);
         }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod addr;
+mod bugs;
 pub mod descriptor;
 pub mod dirty;
 pub mod fault;

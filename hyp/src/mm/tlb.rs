@@ -3,7 +3,7 @@
 //! The aarch64 implementation (in `arch`) issues the instructions under the VM's VMID; the host
 //! uses `sim::Machine`'s simulated per-CPU TLBs, or [`NoTlb`] for tables no CPU can walk.
 
-use super::addr::Ipa;
+use super::addr::{Ipa, Pa};
 use super::descriptor::Level;
 use super::stage2::config::Vmid;
 
@@ -24,6 +24,12 @@ pub trait Tlb {
     /// a table entry is removed, since walk caches may hold it for any IPA below it. Sequence:
     /// `DSB ISHST; TLBI VMALLS12E1IS; DSB ISH; ISB`.
     fn invalidate_vmid_all(&mut self, vmid: Vmid);
+
+    /// Stage 2 is about to hand table frame `table` back to its allocator: the invalidation
+    /// that removed every walk through it has completed (I4). Nothing to do on hardware; a
+    /// simulation checks here that no CPU's walk cache still holds the frame, since a table
+    /// frame may next become a guest's data frame.
+    fn table_retired(&mut self, _table: Pa) {}
 }
 
 impl<T: Tlb + ?Sized> Tlb for &mut T {
@@ -32,6 +38,9 @@ impl<T: Tlb + ?Sized> Tlb for &mut T {
     }
     fn invalidate_vmid_all(&mut self, vmid: Vmid) {
         (**self).invalidate_vmid_all(vmid)
+    }
+    fn table_retired(&mut self, table: Pa) {
+        (**self).table_retired(table)
     }
 }
 

@@ -30,6 +30,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::Mutex;
 
 use super::addr::{Gfn, Ipa, PAGE_SHIFT, PAGE_SIZE, Pa, Pfn};
+use super::bugs::bug;
 use super::descriptor::{LeafAttrs, Level, S2Perms};
 use super::dirty::{DirtyLog, DirtyObserver};
 use super::ownership::{
@@ -51,43 +52,6 @@ pub(crate) const TABLE_RESERVE: usize = 8;
 pub(crate) const FAULT_TABLES_MAX: usize = 3;
 /// More cached table frames than this go back to the frame table.
 const TABLE_CACHE_MAX: usize = 64;
-
-/// Deliberate bugs for the fuzzer's teeth tests: each flag breaks one rule of the memory core.
-#[cfg(test)]
-#[derive(Clone, Copy, Default, Debug)]
-pub(crate) struct Bugs {
-    /// Fault path: install the writable entry before setting the dirty bit.
-    pub dirty_after_install: bool,
-    /// Harvest: clear the dirty bits before write-protecting the pages.
-    pub clear_before_protect: bool,
-    /// Fault path: ignore the invalidate sequence and ranges in progress.
-    pub skip_retry_check: bool,
-    /// Notifier: do not remove stage-2 entries before the frames change hands.
-    pub skip_invalidate_unmap: bool,
-    /// Fault path: install writable entries for read faults while logging.
-    pub writable_read_fault: bool,
-    /// Harvest: hand out and clear the dirty bits without write-protecting the pages.
-    pub skip_harvest_protect: bool,
-}
-
-/// Whether deliberate bug `$name` is on for `$vm`: outside unit tests always `false`, except
-/// `skip_harvest_protect` in a build with the `test-dirty-log-bug` feature, which the QEMU test
-/// `linux/dirty-log-check-teeth` uses to show that the host-side dirty-log check catches a
-/// hypervisor that loses writes.
-macro_rules! bug {
-    ($vm:expr, $name:ident) => {{
-        #[cfg(test)]
-        let on = $vm.bugs.$name;
-        #[cfg(not(test))]
-        let on = {
-            let _ = &$vm;
-            cfg!(feature = "test-dirty-log-bug")
-                && stringify!($name).as_bytes() == b"skip_harvest_protect"
-        };
-        on
-    }};
-}
-pub(crate) use bug;
 
 /// Why a stage-2 maintenance request on a VM was refused.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -165,8 +129,6 @@ pub struct Vm<M: PhysMem, T: Tlb> {
     /// The dirty log's flags and bits, readable without the MMU lock (a hint for the fault
     /// path's lookup; decisions are taken under the lock).
     pub(crate) dirty_view: DirtyObserver,
-    #[cfg(test)]
-    pub(crate) bugs: Bugs,
 }
 
 /// [`TableAlloc`] over a VM's table cache. Roots are not allocated through it.
@@ -268,8 +230,6 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
             regions: pages,
             seq: AtomicU64::new(0),
             tables: Mutex::new(Vec::with_capacity(TABLE_CACHE_MAX + TABLE_RESERVE)),
-            #[cfg(test)]
-            bugs: Bugs::default(),
         };
         vm.refill_tables(frames, data)
             .map_err(|_| MmuError::OutOfMemory)?;
@@ -795,7 +755,7 @@ impl<M: PhysMem, T: Tlb> Invalidate for Notifier<'_, M, T> {
         for g in start..end {
             mmu.dirty.mark(Gfn::new(g));
         }
-        if !bug!(vm, skip_invalidate_unmap) {
+        if !bug!(skip_invalidate_unmap) {
             let (ipa, len) = gfn_ipa(gfn, pages);
             mmu.s2
                 .unmap(&mut vm.table_alloc(), ipa, len)

@@ -8,6 +8,7 @@
 //! (through their possibly stale TLBs) between any two steps of an operation.
 
 use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::{RefCell, RefMut};
@@ -22,7 +23,7 @@ use super::alloc::SimFrameAlloc;
 use super::checker::{BbmChecker, Slot, Violation};
 use super::memory::SimMemory;
 use super::tlb::SimTlb;
-use super::walk::{WalkHit, hw_walk};
+use super::walk::{WalkHit, hw_walk, hw_walk_with};
 
 /// One primitive step, as passed to the hook and recorded in the trace.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -98,8 +99,17 @@ pub struct Machine {
     hook: Option<Hook>,
     steps: u64,
     /// Table frames stored into since the last barrier (a publication barrier, or the DSB a
-    /// TLB invalidation starts with): linking one of them is a violation.
-    unpublished: Vec<Pa>,
+    /// TLB invalidation starts with), with what each changed entry held at that barrier:
+    /// linking one of them is a violation (if `check_publication`), and a weakly ordered
+    /// walker may still read the old values.
+    unpublished: BTreeMap<u64, BTreeMap<u16, u64>>,
+    /// Record a link to an unpublished table as a violation (on by default; the teeth test of
+    /// the weak walker turns it off to show the walker alone catches the missing barrier).
+    pub check_publication: bool,
+    /// Weakly ordered walks: the state of the generator that picks, for each entry a CPU's
+    /// walker reads, whether it sees a store not yet ordered by a barrier or the value from
+    /// before it. `None`: every walker sees the latest store (sequential consistency).
+    weak: Option<u64>,
 }
 
 impl core::fmt::Debug for Machine {
@@ -150,16 +160,61 @@ impl Machine {
             trace: None,
             hook: None,
             steps: 0,
-            unpublished: Vec::new(),
+            unpublished: BTreeMap::new(),
+            check_publication: true,
+            weak: None,
         }
     }
 
-    /// Records a store into `table` not yet ordered before later stores.
-    fn stored_into(&mut self, table: Pa) {
-        let frame = Pa::new(table.raw() & !(crate::mm::addr::PAGE_SIZE - 1));
-        if !self.unpublished.contains(&frame) {
-            self.unpublished.push(frame);
-        }
+    /// Records a store of the 64-bit word at `pa` (which held `old`) not yet ordered before
+    /// later stores.
+    fn stored_into(&mut self, pa: Pa, old: u64) {
+        let page = crate::mm::addr::PAGE_SIZE;
+        let frame = pa.raw() & !(page - 1);
+        let index = ((pa.raw() & (page - 1)) / 8) as u16;
+        self.unpublished
+            .entry(frame)
+            .or_default()
+            .entry(index)
+            .or_insert(old);
+    }
+
+    /// Walks as seen by other CPUs become weakly ordered (`Some(seed)`) or sequentially
+    /// consistent (`None`).
+    pub fn set_weak_publication(&mut self, seed: Option<u64>) {
+        self.weak = seed.map(|s| s | 1);
+    }
+
+    /// A walk by `cpu`'s walker: like [`Machine::walk`], except that with weak publication
+    /// each entry read may return the value it held before stores not yet ordered by a
+    /// barrier.
+    fn walk_as_cpu(&mut self, vmid: Vmid, ipa: Ipa) -> Result<WalkHit, GuestFault> {
+        let Some(mut x) = self.weak else {
+            return self.walk(vmid, ipa);
+        };
+        let vm = self
+            .vms
+            .iter()
+            .find(|v| v.vmid == vmid)
+            .ok_or(GuestFault::UnknownVm)?;
+        let (mem, unpublished) = (&self.mem, &self.unpublished);
+        let page = crate::mm::addr::PAGE_SIZE;
+        let mut read = |pa: Pa| {
+            let old = unpublished
+                .get(&(pa.raw() & !(page - 1)))
+                .and_then(|olds| olds.get(&(((pa.raw() & (page - 1)) / 8) as u16)));
+            // xorshift64: deterministic per seed, so a failing case replays.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            match old {
+                Some(&v) if x & 1 == 0 => v,
+                _ => mem.read_u64(pa),
+            }
+        };
+        let r = hw_walk_with(&mut read, &vm.config, vm.root, ipa);
+        self.weak = Some(x);
+        r.map_err(|level| GuestFault::Translation { level })
     }
 
     /// A barrier: every earlier store is ordered before every later one.
@@ -246,7 +301,7 @@ impl Machine {
     /// A speculative TLB fill on `cpu`: if `ipa` currently has a valid leaf, cache it.
     /// Returns whether something was cached.
     pub fn fill(&mut self, cpu: usize, vmid: Vmid, ipa: Ipa) -> bool {
-        match self.walk(vmid, ipa) {
+        match self.walk_as_cpu(vmid, ipa) {
             Ok(hit) => {
                 self.tlb.insert(cpu, vmid, hit);
                 true
@@ -266,7 +321,7 @@ impl Machine {
         if let Some(e) = self.tlb.lookup(cpu, vmid, ipa) {
             return Ok((e.hit, true));
         }
-        let hit = self.walk(vmid, ipa)?;
+        let hit = self.walk_as_cpu(vmid, ipa)?;
         self.tlb.insert(cpu, vmid, hit);
         Ok((hit, false))
     }
@@ -384,7 +439,8 @@ impl PhysMem for MachineMem {
         // A valid descriptor with the table/page type bit: a link if it points at a table
         // frame (guest pages are never table frames).
         if let Some(target) = pte.next_table(Level::L2)
-            && m.unpublished.contains(&target)
+            && m.check_publication
+            && m.unpublished.contains_key(&target.raw())
         {
             m.violation(Violation::LinkBeforePublish {
                 table: target,
@@ -392,8 +448,8 @@ impl PhysMem for MachineMem {
                 index,
             });
         }
-        m.stored_into(table);
         let old = m.mem.read_pte(table, index);
+        m.stored_into(Pa::new(table.raw() + 8 * index as u64), old.raw());
         let slot = m.checker.slot(table, index);
         m.mem.write_pte(table, index, pte);
         let m = &mut *m;
@@ -414,8 +470,13 @@ impl PhysMem for MachineMem {
     }
     fn zero_table(&mut self, table: Pa) {
         let mut m = self.0.borrow_mut();
+        let old = m.mem.frame_words(Pfn::containing(table));
+        m.unpublished.entry(table.raw()).or_default();
+        // Zero words read the same before and after: only the others need remembering.
+        for (i, &w) in old.iter().enumerate().filter(|(_, w)| **w != 0) {
+            m.stored_into(Pa::new(table.raw() + 8 * i as u64), w);
+        }
         m.mem.zero_table(table);
-        m.stored_into(table);
         m.checker.on_zero(table);
         m.step(Step::ZeroTable { table });
     }
@@ -442,6 +503,11 @@ impl Tlb for MachineTlb {
         m.tlb.invalidate_vmid(vmid);
         m.checker.on_invalidate_vmid(vmid);
         m.step(Step::InvalidateVmid { vmid });
+    }
+    fn table_retired(&mut self, table: Pa) {
+        self.0
+            .borrow_mut()
+            .check_frame_unreferenced(Pfn::containing(table));
     }
 }
 

@@ -19,4 +19,4 @@ pub use machine::{
 };
 pub use memory::{FrameWords, SimMemory};
 pub use tlb::{SimTlb, TlbEntry};
-pub use walk::{MAX_PATH, WalkHit, hw_walk};
+pub use walk::{MAX_PATH, WalkHit, hw_walk, hw_walk_with};

@@ -25,6 +25,17 @@ pub struct WalkHit {
 
 /// Walk `ipa` in the tree at `root`; `Err(level)` is a translation fault at `level`.
 pub fn hw_walk(mem: &SimMemory, cfg: &Stage2Config, root: Pa, ipa: Ipa) -> Result<WalkHit, Level> {
+    hw_walk_with(&mut |pa| mem.read_u64(pa), cfg, root, ipa)
+}
+
+/// [`hw_walk`] reading each entry through `read` (the value a walker on some CPU sees at that
+/// address, which under weak ordering need not be the latest store).
+pub fn hw_walk_with(
+    read: &mut dyn FnMut(Pa) -> u64,
+    cfg: &Stage2Config,
+    root: Pa,
+    ipa: Ipa,
+) -> Result<WalkHit, Level> {
     let mut level = cfg.start_level();
     if ipa.raw() >= cfg.ipa_limit() {
         return Err(level);
@@ -38,7 +49,7 @@ pub fn hw_walk(mem: &SimMemory, cfg: &Stage2Config, root: Pa, ipa: Ipa) -> Resul
         let entry_pa = Pa::new(table.raw() + 8 * index as u64);
         path[path_len] = entry_pa.align_down(crate::mm::addr::PAGE_SIZE);
         path_len += 1;
-        let pte = crate::mm::descriptor::Pte::from_raw(mem.read_u64(entry_pa));
+        let pte = crate::mm::descriptor::Pte::from_raw(read(entry_pa));
         match pte.decode(level) {
             Entry::Invalid(_) => return Err(level),
             Entry::Leaf { pa, attrs } => {

@@ -21,6 +21,7 @@ use crate::mm::tlb::Tlb;
 use super::Stage2Error;
 use super::config::Vmid;
 use super::walker::VisitCtx;
+use crate::mm::bugs::bug;
 
 /// Per-IPA invalidations remembered before falling back to invalidating the whole VMID.
 const MAX_DEFERRED_IPAS: usize = 16;
@@ -154,6 +155,7 @@ impl<T: Tlb, A: TableAlloc + ?Sized> Editor<'_, T, A> {
 
     pub fn free_table(&mut self, t: Pa) {
         *self.table_pages -= 1;
+        self.tlb.table_retired(t);
         self.alloc.free_table(t);
     }
 
@@ -175,9 +177,13 @@ impl<T: Tlb, A: TableAlloc + ?Sized> Editor<'_, T, A> {
             let child_pa = Pa::new(pa.raw() + i as u64 * step);
             ctx.mem.write_pte(t, i, encoder.leaf(child_pa, child));
         }
-        self.break_entry(ctx);
+        if !bug!(split_without_break) {
+            self.break_entry(ctx);
+        }
         // The break's TLBI already began with a DSB; the barrier keeps the rule in one place.
-        ctx.mem.publish_barrier();
+        if !bug!(skip_publish_barrier) {
+            ctx.mem.publish_barrier();
+        }
         ctx.set(Pte::table(t));
         Ok(())
     }
@@ -197,7 +203,9 @@ impl<T: Tlb, A: TableAlloc + ?Sized> Editor<'_, T, A> {
             }
         }
         // The zeroes (a recycled frame held a dead subtree's leaves) and annotations first.
-        ctx.mem.publish_barrier();
+        if !bug!(skip_publish_barrier) {
+            ctx.mem.publish_barrier();
+        }
         ctx.set(Pte::table(t));
         Ok(())
     }
@@ -209,7 +217,7 @@ impl<T: Tlb, A: TableAlloc + ?Sized> Editor<'_, T, A> {
             return;
         }
         if d.len == MAX_DEFERRED_IPAS {
-            d.all = true;
+            d.all = !bug!(deferred_overflow_dropped);
         } else {
             d.ipas[d.len] = (ipa, level.raw());
             d.len += 1;
@@ -223,7 +231,12 @@ impl<T: Tlb, A: TableAlloc + ?Sized> Editor<'_, T, A> {
     /// Do the invalidation the operation owes, then free the tables it unlinked. Must run
     /// before the operation returns, on success and on error alike.
     pub fn finish(&mut self) {
-        let d = core::mem::take(&mut self.deferred);
+        let mut d = core::mem::take(&mut self.deferred);
+        if bug!(free_tables_before_tlbi) {
+            for t in d.tables.drain(..) {
+                self.free_table(t);
+            }
+        }
         if d.all {
             self.tlb.invalidate_vmid_all(self.vmid);
         } else {

@@ -36,6 +36,7 @@ use super::tlb::Tlb;
 pub use config::{ConfigError, CpuFeatures, Stage2Config, Vmid};
 pub use lookup::{Leaf, Translation};
 
+use crate::mm::bugs::bug;
 use edit::{Deferred, Editor};
 use walker::{ReadOnly, Visit, VisitCtx, Visitor, walk};
 
@@ -333,7 +334,10 @@ impl<M: PhysMem, T: Tlb> Stage2<M, T> {
         len: u64,
         annotation: Annotation,
     ) -> Result<(), Stage2Error> {
-        let end = self.check_ipa_range(ipa, len)?;
+        let mut end = self.check_ipa_range(ipa, len)?;
+        if bug!(unmap_one_page_short) && len > PAGE_SIZE {
+            end -= PAGE_SIZE;
+        }
         let ed = Self::editor(
             &mut self.tlb,
             alloc,

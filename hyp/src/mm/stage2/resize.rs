@@ -9,6 +9,7 @@ use crate::mm::tlb::Tlb;
 use super::Stage2Error;
 use super::edit::Editor;
 use super::walker::{LeafRun, Visit, VisitCtx, Visitor};
+use crate::mm::bugs::bug;
 
 pub(crate) struct SplitVisitor<'e, T: Tlb, A: TableAlloc + ?Sized> {
     pub ed: Editor<'e, T, A>,
@@ -77,7 +78,8 @@ fn uniform_block<M: PhysMem>(
     let step = child.entry_size();
     let uniform = (1..ENTRIES_PER_TABLE).all(|i| {
         matches!(mem.read_pte(t, i).decode(child),
-            Entry::Leaf { pa, attrs: a } if a == attrs && pa.raw() == base.raw() + i as u64 * step)
+            Entry::Leaf { pa, attrs: a } if a == attrs
+                && (pa.raw() == base.raw() + i as u64 * step || bug!(collapse_ignores_contiguity)))
     });
     uniform.then_some((base, attrs))
 }

@@ -2,27 +2,37 @@
 //! invalidations (for the teeth tests), and frame data that checks I4 when a frame is freed.
 
 use alloc::rc::Rc;
+use alloc::vec::Vec;
 use core::cell::Cell;
 
 use crate::sync::Mutex;
 
 use crate::mm::addr::{Ipa, PAGE_SIZE, Pa, Pfn};
+use crate::mm::bugs::Bugs;
 use crate::mm::descriptor::Level;
 use crate::mm::fault::{Access, FaultOutcome};
 use crate::mm::ownership::{FrameData, FrameTable, VmId};
 use crate::mm::sim::{GuestFault, MachineConfig, MachineMem, MachineTlb, SharedMachine};
 use crate::mm::stage2::{CpuFeatures, Stage2Config, Vmid};
 use crate::mm::tlb::Tlb;
-use crate::mm::vm::{Bugs, Vm};
+use crate::mm::vm::Vm;
 
 pub const RAM_BASE: u64 = 0x4000_0000;
-pub const RAM_FRAMES: u64 = 2048; // 8 MiB
+pub const RAM_FRAMES: u64 = 4096; // 16 MiB: room for two VMs' blocks, tables and migrations
 /// Region 0: 4 MiB, 2 MiB aligned (two block-sized chunks).
 pub const R0: (u64, u64) = (0x8000_0000, 4 << 20);
 /// Region 1: 64 KiB at an address no block fits.
 pub const R1: (u64, u64) = (0x1_0000_3000, 64 << 10);
+/// Region 2: 32 MiB, populated on demand, touched one page per 2 MiB chunk: every first fault
+/// in a chunk needs a new table, so a burst of faults there drains the table cache.
+pub const R2: (u64, u64) = (0x2_0000_0000, 32 << 20);
+pub const REGIONS: [(u64, u64); 3] = [R0, R1, R2];
+/// VM 0's VMID; VM `i` has `vmid(i)`.
 pub const VMID: Vmid = Vmid::new(5);
 
+pub fn vmid(vm: usize) -> Vmid {
+    Vmid::new(VMID.raw() + vm as u16)
+}
 /// Invalidations the TLB wrapper drops (deliberate bugs).
 #[derive(Clone, Copy, Default, Debug)]
 pub struct TlbBugs {
@@ -48,6 +58,9 @@ impl Tlb for BugTlb {
         if !self.bugs.get().drop_vmid {
             self.inner.invalidate_vmid_all(vmid)
         }
+    }
+    fn table_retired(&mut self, table: Pa) {
+        self.inner.table_retired(table)
     }
 }
 
@@ -78,7 +91,8 @@ pub struct World {
     pub machine: SharedMachine,
     pub frames: Mutex<FrameTable>,
     pub data: SimData,
-    pub vm: SimVm,
+    /// VM `i` has VM id `i + 1` and VMID [`vmid`]`(i)`.
+    pub vms: Vec<SimVm>,
     #[allow(dead_code)] // flipped by the teeth tests
     pub tlb_bugs: Rc<Cell<TlbBugs>>,
     pub root_tables: usize,
@@ -95,64 +109,92 @@ pub fn config() -> Stage2Config {
 }
 
 impl World {
+    /// One VM on `cpus` CPUs with `bugs` switched on (for this thread).
     pub fn new(cpus: usize, bugs: Bugs) -> Self {
+        Self::with_vms(cpus, 1, bugs)
+    }
+
+    /// `vms` VMs sharing one frame table and machine.
+    pub fn with_vms(cpus: usize, vms: usize, bugs: Bugs) -> Self {
+        crate::mm::bugs::set(bugs);
         let machine = SharedMachine::new(MachineConfig {
             ram: (Pa::new(RAM_BASE), RAM_FRAMES * PAGE_SIZE),
             table_frames: (Pa::new(RAM_BASE), 0),
             cpus,
             tlb_capacity: 16,
         });
-        let mut frames = FrameTable::new(Pfn::containing(Pa::new(RAM_BASE)), RAM_FRAMES);
-        let mut data = SimData {
+        let frames = FrameTable::new(Pfn::containing(Pa::new(RAM_BASE)), RAM_FRAMES);
+        let data = SimData {
             machine: machine.clone(),
             check_freed: true,
         };
-        let tlb_bugs = Rc::new(Cell::new(TlbBugs::default()));
-        let tlb = BugTlb {
-            inner: machine.tlb(),
-            bugs: tlb_bugs.clone(),
-        };
-        let regions = [(Ipa::new(R0.0), R0.1), (Ipa::new(R1.0), R1.1)];
-        let id = VmId::new(1).unwrap();
-        let mut vm = Vm::new(
-            id,
-            &regions,
-            config(),
-            VMID,
-            machine.mem(),
-            tlb,
-            &mut frames,
-            &mut data,
-        )
-        .expect("VM fits");
-        vm.bugs = bugs;
-        machine.get().register_vm(VMID, vm.stage2_root(), config());
-        let root_tables = config().root_tables();
-        Self {
+        let mut w = Self {
             machine,
             frames: Mutex::new(frames),
             data,
-            vm,
-            tlb_bugs,
-            root_tables,
+            vms: Vec::new(),
+            tlb_bugs: Rc::new(Cell::new(TlbBugs::default())),
+            root_tables: config().root_tables(),
+        };
+        for i in 0..vms {
+            let vm = w.create_vm(i);
+            w.vms.push(vm);
         }
+        w
     }
 
-    /// A guest access on `cpu` like the hardware does it: through the TLB, faulting into the
-    /// fault path and re-running until it completes. Returns the value read (or written), or
-    /// the outcome that stopped it.
+    /// A new, empty VM `i` (VM id `i + 1`, VMID `vmid(i)`) registered with the machine.
+    pub fn create_vm(&mut self, i: usize) -> SimVm {
+        let tlb = BugTlb {
+            inner: self.machine.tlb(),
+            bugs: self.tlb_bugs.clone(),
+        };
+        let regions = REGIONS.map(|(b, s)| (Ipa::new(b), s));
+        let id = VmId::new(i as u16 + 1).unwrap();
+        let vm = Vm::new(
+            id,
+            &regions,
+            config(),
+            vmid(i),
+            self.machine.mem(),
+            tlb,
+            &mut self.frames.lock(),
+            &mut self.data,
+        )
+        .expect("VM fits");
+        self.machine
+            .get()
+            .register_vm(vmid(i), vm.stage2_root(), config());
+        vm
+    }
+
+    /// A guest access by VM 0; see [`World::access_on`].
     pub fn access(
         &mut self,
         cpu: usize,
         ipa: Ipa,
         write: Option<u64>,
     ) -> Result<u64, FaultOutcome> {
+        self.access_on(0, cpu, ipa, write)
+    }
+
+    /// A guest access by VM `vm` on `cpu` like the hardware does it: through the TLB, faulting
+    /// into the fault path and re-running until it completes. Returns the value read (or
+    /// written), or the outcome that stopped it.
+    pub fn access_on(
+        &mut self,
+        vm: usize,
+        cpu: usize,
+        ipa: Ipa,
+        write: Option<u64>,
+    ) -> Result<u64, FaultOutcome> {
+        let id = vmid(vm);
         for _ in 0..8 {
             let r = {
                 let mut m = self.machine.get();
                 match write {
-                    Some(v) => m.guest_write(cpu, VMID, ipa, v).map(|_| v),
-                    None => m.guest_read(cpu, VMID, ipa).map(|(v, _)| v),
+                    Some(v) => m.guest_write(cpu, id, ipa, v).map(|_| v),
+                    None => m.guest_read(cpu, id, ipa).map(|(v, _)| v),
                 }
             };
             let fault: GuestFault = match r {
@@ -165,35 +207,44 @@ impl World {
             } else {
                 Access::Read
             };
-            match self
-                .vm
-                .handle_fault(&self.frames, &mut self.data, ipa, kind)
-            {
+            match self.vms[vm].handle_fault(&self.frames, &mut self.data, ipa, kind) {
                 Ok(FaultOutcome::Mapped { .. } | FaultOutcome::Retry) => {}
                 Ok(other) => return Err(other),
                 Err(e) => panic!("fault path failed: {e}"),
             }
         }
-        panic!("access to {ipa:?} on CPU {cpu} did not complete after 8 faults");
+        panic!("access to {ipa:?} by VM {vm} on CPU {cpu} did not complete after 8 faults");
     }
 
-    /// Donates the 2 MiB-aligned run of frames to the 2 MiB chunk at `ipa` (block-backed).
-    pub fn donate_block(&mut self, ipa: Ipa) -> Result<(), crate::mm::ownership::OwnershipError> {
+    /// Donates a 2 MiB-aligned run of frames to VM 0's 2 MiB chunk at `ipa` (block-backed);
+    /// returns the run's first frame.
+    pub fn donate_block(&mut self, ipa: Ipa) -> Result<Pfn, crate::mm::ownership::OwnershipError> {
+        self.donate_block_to(0, ipa)
+    }
+
+    /// Donates a 2 MiB-aligned run of frames to VM `vm`'s 2 MiB chunk at `ipa`.
+    pub fn donate_block_to(
+        &mut self,
+        vm: usize,
+        ipa: Ipa,
+    ) -> Result<Pfn, crate::mm::ownership::OwnershipError> {
         let pfn = self.frames.lock().hyp_alloc_run(512)?;
-        let r = self.vm.donate(&self.frames, pfn.base(), ipa, 2 << 20);
+        let r = self.vms[vm].donate(&self.frames, pfn.base(), ipa, 2 << 20);
         if r.is_err() {
             let mut f = self.frames.lock();
             for i in 0..512 {
                 f.hyp_free(Pfn::new(pfn.raw() + i), &mut self.data).unwrap();
             }
         }
-        r
+        r.map(|()| pfn)
     }
 
     pub fn check(&self) {
         let f = self.frames.lock();
         f.check_invariants();
-        self.vm.check_invariants(&f);
+        for vm in &self.vms {
+            vm.check_invariants(&f);
+        }
         let v = self.machine.get().take_violations();
         assert!(
             v.is_empty(),

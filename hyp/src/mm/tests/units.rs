@@ -1,10 +1,10 @@
 //! Unit tests of the VM layer, fault path and dirty log on the simulated machine.
 
 use crate::mm::addr::{Gfn, Ipa, PAGE_SIZE, Pfn};
+use crate::mm::bugs::Bugs;
 use crate::mm::dirty::DirtyLogError;
 use crate::mm::fault::{Access, FaultOutcome};
 use crate::mm::ownership::{FrameState, GuestPage, Invalidate, Op, OwnershipError};
-use crate::mm::vm::Bugs;
 
 use super::harness::{R0, R1, World};
 
@@ -20,7 +20,7 @@ fn fault_maps_a_block_when_backing_and_alignment_allow() {
     let mut w = World::new(2, Bugs::default());
     w.donate_block(r0(0)).unwrap();
     assert_eq!(w.access(0, r0(7), None), Ok(0));
-    let t = w.vm.translate(r0(7)).expect("mapped");
+    let t = w.vms[0].translate(r0(7)).expect("mapped");
     assert_eq!(t.leaf.size(), 2 << 20, "one fault maps the whole 2 MiB");
     assert!(
         t.leaf.attrs.perms.writable(),
@@ -36,7 +36,7 @@ fn fault_populates_pages_where_no_block_fits() {
     let mut w = World::new(2, Bugs::default());
     let free = w.frames.lock().free_frames();
     assert_eq!(w.access(0, r1(3), Some(7)), Ok(7));
-    let t = w.vm.translate(r1(3)).expect("mapped");
+    let t = w.vms[0].translate(r1(3)).expect("mapped");
     assert_eq!(t.leaf.size(), PAGE_SIZE);
     assert_eq!(
         w.frames.lock().free_frames(),
@@ -44,7 +44,7 @@ fn fault_populates_pages_where_no_block_fits() {
         "one frame populated, no table needed"
     );
     assert_eq!(
-        w.vm.backing(r1(4)),
+        w.vms[0].backing(r1(4)),
         GuestPage::NoPage,
         "neighbours stay unbacked"
     );
@@ -54,23 +54,32 @@ fn fault_populates_pages_where_no_block_fits() {
 #[test]
 fn fault_outcomes_outside_memory_and_read_only_share() {
     let mut w = World::new(1, Bugs::default());
-    let out =
-        w.vm.handle_fault(&w.frames, &mut w.data, Ipa::new(0x1000), Access::Read);
+    let out = w.vms[0].handle_fault(&w.frames, &mut w.data, Ipa::new(0x1000), Access::Read);
     assert_eq!(out, Ok(FaultOutcome::OutsideGuestMemory));
     let pfn = w.frames.lock().hyp_alloc().unwrap();
-    w.vm.share(&w.frames, pfn.base(), r1(0), PAGE_SIZE, false)
+    w.vms[0]
+        .share(&w.frames, pfn.base(), r1(0), PAGE_SIZE, false)
         .unwrap();
     assert_eq!(
         w.access(0, r1(0), Some(1)),
         Err(FaultOutcome::PermissionDenied)
     );
     assert_eq!(w.access(0, r1(0), None), Ok(0));
-    assert!(!w.vm.translate(r1(0)).unwrap().leaf.attrs.perms.writable());
+    assert!(
+        !w.vms[0]
+            .translate(r1(0))
+            .unwrap()
+            .leaf
+            .attrs
+            .perms
+            .writable()
+    );
     w.check();
-    w.vm.unshare(&w.frames, &mut w.data, r1(0), PAGE_SIZE)
+    w.vms[0]
+        .unshare(&w.frames, &mut w.data, r1(0), PAGE_SIZE)
         .unwrap();
     assert!(
-        w.vm.translate(r1(0)).is_none(),
+        w.vms[0].translate(r1(0)).is_none(),
         "unshare removes the translation"
     );
     assert_eq!(
@@ -84,18 +93,20 @@ fn fault_outcomes_outside_memory_and_read_only_share() {
 fn fault_retries_when_an_invalidation_ran_between_lookup_and_install() {
     let mut w = World::new(2, Bugs::default());
     assert_eq!(w.access(0, r1(1), Some(5)), Ok(5));
-    w.vm.unmap_range(&w.frames, &mut w.data, r1(1), PAGE_SIZE)
+    w.vms[0]
+        .unmap_range(&w.frames, &mut w.data, r1(1), PAGE_SIZE)
         .unwrap();
-    let l =
-        w.vm.fault_lookup(&w.frames, &mut w.data, r1(1), Access::Write)
-            .unwrap()
-            .unwrap();
+    let l = w.vms[0]
+        .fault_lookup(&w.frames, &mut w.data, r1(1), Access::Write)
+        .unwrap()
+        .unwrap();
     // Another CPU reclaims the page before this one takes the MMU lock.
-    w.vm.reclaim(&w.frames, &mut w.data, r1(1), PAGE_SIZE)
+    w.vms[0]
+        .reclaim(&w.frames, &mut w.data, r1(1), PAGE_SIZE)
         .unwrap();
-    assert_eq!(w.vm.fault_install(l), Ok(FaultOutcome::Retry));
+    assert_eq!(w.vms[0].fault_install(l), Ok(FaultOutcome::Retry));
     assert!(
-        w.vm.translate(r1(1)).is_none(),
+        w.vms[0].translate(r1(1)).is_none(),
         "nothing installed for the stale frame"
     );
     w.check();
@@ -111,16 +122,14 @@ fn fault_retries_when_an_invalidation_ran_between_lookup_and_install() {
 fn fault_retries_while_an_invalidation_is_in_progress() {
     let w = World::new(1, Bugs::default());
     let g = Gfn::containing(r1(2));
-    let seq = w.vm.invalidate_seq();
-    w.vm.notifier().begin(g, 1);
-    assert!(w.vm.invalidate_seq() > seq);
-    let out =
-        w.vm.handle_fault(&w.frames, &mut SimDataRef(&w), r1(2), Access::Read);
+    let seq = w.vms[0].invalidate_seq();
+    w.vms[0].notifier().begin(g, 1);
+    assert!(w.vms[0].invalidate_seq() > seq);
+    let out = w.vms[0].handle_fault(&w.frames, &mut SimDataRef(&w), r1(2), Access::Read);
     assert_eq!(out, Ok(FaultOutcome::Retry));
-    assert!(w.vm.translate(r1(2)).is_none());
-    w.vm.notifier().end(g, 1);
-    let out =
-        w.vm.handle_fault(&w.frames, &mut SimDataRef(&w), r1(2), Access::Read);
+    assert!(w.vms[0].translate(r1(2)).is_none());
+    w.vms[0].notifier().end(g, 1);
+    let out = w.vms[0].handle_fault(&w.frames, &mut SimDataRef(&w), r1(2), Access::Read);
     assert!(
         matches!(
             out,
@@ -160,9 +169,11 @@ fn reclaim_and_migrate_go_through_invalidation_and_respect_pins() {
     w.donate_block(r0(512)).unwrap();
     assert_eq!(w.access(0, r0(600), Some(0xabc)), Ok(0xabc));
     assert_eq!(w.access(1, r0(601), Some(0xdef)), Ok(0xdef));
-    let old = w.vm.backing(r0(600)).pfn().unwrap();
-    w.vm.pin(&w.frames, r0(600)).unwrap();
-    let e = w.vm.migrate(&w.frames, &mut w.data, r0(600)).unwrap_err();
+    let old = w.vms[0].backing(r0(600)).pfn().unwrap();
+    w.vms[0].pin(&w.frames, r0(600)).unwrap();
+    let e = w.vms[0]
+        .migrate(&w.frames, &mut w.data, r0(600))
+        .unwrap_err();
     assert!(matches!(
         e,
         OwnershipError::Pinned {
@@ -170,9 +181,9 @@ fn reclaim_and_migrate_go_through_invalidation_and_respect_pins() {
             ..
         }
     ));
-    let e =
-        w.vm.reclaim(&w.frames, &mut w.data, r0(600), PAGE_SIZE)
-            .unwrap_err();
+    let e = w.vms[0]
+        .reclaim(&w.frames, &mut w.data, r0(600), PAGE_SIZE)
+        .unwrap_err();
     assert!(matches!(
         e,
         OwnershipError::Pinned {
@@ -181,12 +192,12 @@ fn reclaim_and_migrate_go_through_invalidation_and_respect_pins() {
         }
     ));
     assert_eq!(
-        w.vm.backing(r0(600)).pfn(),
+        w.vms[0].backing(r0(600)).pfn(),
         Some(old),
         "a pinned frame never moves"
     );
-    w.vm.unpin(&w.frames, r0(600)).unwrap();
-    let new = w.vm.migrate(&w.frames, &mut w.data, r0(600)).unwrap();
+    w.vms[0].unpin(&w.frames, r0(600)).unwrap();
+    let new = w.vms[0].migrate(&w.frames, &mut w.data, r0(600)).unwrap();
     assert_ne!(Pfn::containing(new), old);
     assert_eq!(w.frames.lock().state(old), Some(FrameState::Free));
     w.check();
@@ -196,12 +207,13 @@ fn reclaim_and_migrate_go_through_invalidation_and_respect_pins() {
         "contents moved with the page"
     );
     assert_eq!(
-        w.vm.translate(r0(600)).unwrap().leaf.size(),
+        w.vms[0].translate(r0(600)).unwrap().leaf.size(),
         PAGE_SIZE,
         "block split around it"
     );
     assert_eq!(w.access(0, r0(601), None), Ok(0xdef));
-    w.vm.reclaim(&w.frames, &mut w.data, r0(601), PAGE_SIZE)
+    w.vms[0]
+        .reclaim(&w.frames, &mut w.data, r0(601), PAGE_SIZE)
         .unwrap();
     assert_eq!(
         w.access(0, r0(601), None),
@@ -216,12 +228,14 @@ fn dirty_log_enable_harvest_disable() {
     let mut w = World::new(2, Bugs::default());
     w.donate_block(r0(0)).unwrap();
     assert_eq!(w.access(0, r0(1), Some(1)), Ok(1));
-    w.vm.enable_dirty_log(&w.frames, &mut w.data, 0).unwrap();
+    w.vms[0]
+        .enable_dirty_log(&w.frames, &mut w.data, 0)
+        .unwrap();
     assert_eq!(
-        w.vm.enable_dirty_log(&w.frames, &mut w.data, 0),
+        w.vms[0].enable_dirty_log(&w.frames, &mut w.data, 0),
         Err(DirtyLogError::AlreadyLogging { region: 0 })
     );
-    let t = w.vm.translate(r0(1)).unwrap();
+    let t = w.vms[0].translate(r0(1)).unwrap();
     assert_eq!(
         t.leaf.size(),
         2 << 20,
@@ -230,47 +244,63 @@ fn dirty_log_enable_harvest_disable() {
     assert!(!t.leaf.attrs.perms.writable());
     let mut out = [0u64; 16];
     assert_eq!(
-        w.vm.harvest_dirty_log(0, &mut out),
+        w.vms[0].harvest_dirty_log(0, &mut out),
         Ok(1024),
         "initially every page is dirty"
     );
     assert!(out.iter().all(|&x| x == u64::MAX));
     w.check();
     assert_eq!(w.access(1, r0(3), Some(3)), Ok(3));
-    let t = w.vm.translate(r0(3)).unwrap();
+    let t = w.vms[0].translate(r0(3)).unwrap();
     assert_eq!(
         (t.leaf.size(), t.leaf.attrs.perms.writable()),
         (PAGE_SIZE, true)
     );
-    assert!(!w.vm.translate(r0(4)).unwrap().leaf.attrs.perms.writable());
+    assert!(
+        !w.vms[0]
+            .translate(r0(4))
+            .unwrap()
+            .leaf
+            .attrs
+            .perms
+            .writable()
+    );
     assert_eq!(w.access(0, r0(4), None), Ok(0), "reads do not dirty");
     w.check();
     let mut out = [0u64; 16];
-    assert_eq!(w.vm.harvest_dirty_log(0, &mut out), Ok(1));
+    assert_eq!(w.vms[0].harvest_dirty_log(0, &mut out), Ok(1));
     assert_eq!(out[0], 1 << 3);
     assert!(
-        !w.vm.translate(r0(3)).unwrap().leaf.attrs.perms.writable(),
+        !w.vms[0]
+            .translate(r0(3))
+            .unwrap()
+            .leaf
+            .attrs
+            .perms
+            .writable(),
         "harvest protects"
     );
     let mut out = [0u64; 16];
-    assert_eq!(w.vm.harvest_dirty_log(0, &mut out), Ok(0));
+    assert_eq!(w.vms[0].harvest_dirty_log(0, &mut out), Ok(0));
     assert_eq!(
-        w.vm.harvest_dirty_log(0, &mut [0; 2]),
+        w.vms[0].harvest_dirty_log(0, &mut [0; 2]),
         Err(DirtyLogError::BitmapTooSmall {
             words: 2,
             needed: 16
         })
     );
     w.check();
-    w.vm.disable_dirty_log(&w.frames, &mut w.data, 0).unwrap();
-    let t = w.vm.translate(r0(3)).unwrap();
+    w.vms[0]
+        .disable_dirty_log(&w.frames, &mut w.data, 0)
+        .unwrap();
+    let t = w.vms[0].translate(r0(3)).unwrap();
     assert_eq!(
         (t.leaf.size(), t.leaf.attrs.perms.writable()),
         (2 << 20, true),
         "block restored"
     );
     assert_eq!(
-        w.vm.harvest_dirty_log(0, &mut out),
+        w.vms[0].harvest_dirty_log(0, &mut out),
         Err(DirtyLogError::NotLogging { region: 0 })
     );
     w.check();
@@ -280,10 +310,30 @@ fn dirty_log_enable_harvest_disable() {
 fn pages_only_region_is_restored_writable_on_disable() {
     let mut w = World::new(1, Bugs::default());
     assert_eq!(w.access(0, r1(0), Some(9)), Ok(9));
-    w.vm.enable_dirty_log(&w.frames, &mut w.data, 1).unwrap();
-    assert!(!w.vm.translate(r1(0)).unwrap().leaf.attrs.perms.writable());
-    w.vm.disable_dirty_log(&w.frames, &mut w.data, 1).unwrap();
-    assert!(w.vm.translate(r1(0)).unwrap().leaf.attrs.perms.writable());
+    w.vms[0]
+        .enable_dirty_log(&w.frames, &mut w.data, 1)
+        .unwrap();
+    assert!(
+        !w.vms[0]
+            .translate(r1(0))
+            .unwrap()
+            .leaf
+            .attrs
+            .perms
+            .writable()
+    );
+    w.vms[0]
+        .disable_dirty_log(&w.frames, &mut w.data, 1)
+        .unwrap();
+    assert!(
+        w.vms[0]
+            .translate(r1(0))
+            .unwrap()
+            .leaf
+            .attrs
+            .perms
+            .writable()
+    );
     w.check();
 }
 
@@ -298,15 +348,17 @@ fn no_table_frame_leaks_and_destroy_returns_every_frame() {
     for p in 0..16 {
         w.access(1, r1(p), Some(p)).unwrap();
     }
-    w.vm.split_range(&w.frames, r0(0), 2 << 20).unwrap();
-    w.vm.migrate(&w.frames, &mut w.data, r0(5)).unwrap();
-    assert!(w.vm.table_pages() > w.root_tables);
-    w.vm.unmap_range(&w.frames, &mut w.data, Ipa::new(R0.0), R0.1)
+    w.vms[0].split_range(&w.frames, r0(0), 2 << 20).unwrap();
+    w.vms[0].migrate(&w.frames, &mut w.data, r0(5)).unwrap();
+    assert!(w.vms[0].table_pages() > w.root_tables);
+    w.vms[0]
+        .unmap_range(&w.frames, &mut w.data, Ipa::new(R0.0), R0.1)
         .unwrap();
-    w.vm.unmap_range(&w.frames, &mut w.data, Ipa::new(R1.0), R1.1)
+    w.vms[0]
+        .unmap_range(&w.frames, &mut w.data, Ipa::new(R1.0), R1.1)
         .unwrap();
     assert_eq!(
-        w.vm.table_pages(),
+        w.vms[0].table_pages(),
         w.root_tables,
         "every table freed after unmapping all"
     );
@@ -315,10 +367,13 @@ fn no_table_frame_leaks_and_destroy_returns_every_frame() {
         machine,
         frames,
         mut data,
-        vm,
+        mut vms,
         ..
     } = w;
-    vm.destroy(&frames, &mut data).map_err(|(_, e)| e).unwrap();
+    vms.remove(0)
+        .destroy(&frames, &mut data)
+        .map_err(|(_, e)| e)
+        .unwrap();
     assert_eq!(
         frames.lock().free_frames(),
         total,
@@ -337,26 +392,28 @@ fn install_retries_when_other_faults_drained_the_table_cache() {
     let mut w = World::new(2, Bugs::default());
     w.donate_block(r0(0)).unwrap();
     assert_eq!(w.access(0, r0(1), Some(1)), Ok(1));
-    w.vm.enable_dirty_log(&w.frames, &mut w.data, 0).unwrap();
+    w.vms[0]
+        .enable_dirty_log(&w.frames, &mut w.data, 0)
+        .unwrap();
     // The write splits the block: it needs a table frame at install.
-    let l =
-        w.vm.fault_lookup(&w.frames, &mut w.data, r0(2), Access::Write)
-            .unwrap()
-            .unwrap();
+    let l = w.vms[0]
+        .fault_lookup(&w.frames, &mut w.data, r0(2), Access::Write)
+        .unwrap()
+        .unwrap();
     // Other vCPUs' installs, between this lookup and this install, take every cached frame.
     let mut taken = Vec::new();
-    while let Some(t) = w.vm.table_alloc().alloc_table() {
+    while let Some(t) = w.vms[0].table_alloc().alloc_table() {
         taken.push(t);
     }
     assert!(!taken.is_empty());
-    assert_eq!(w.vm.fault_install(l), Ok(FaultOutcome::Retry));
+    assert_eq!(w.vms[0].fault_install(l), Ok(FaultOutcome::Retry));
     assert_eq!(
         w.access(0, r0(2), Some(2)),
         Ok(2),
         "the retried fault refills the cache and maps"
     );
     for t in taken {
-        w.vm.table_alloc().free_table(t);
+        w.vms[0].table_alloc().free_table(t);
     }
     w.check();
 }
