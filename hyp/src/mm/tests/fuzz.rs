@@ -173,10 +173,10 @@ enum Op {
         vm: u8,
         chunk: u8,
     },
-    /// Donates each unbacked page of a region-0 chunk on its own, from a 2 MiB-aligned run in
-    /// order (0), single frames wherever the free list has them (1), or the run with every page
-    /// but the first in reverse (2), then maps the chunk: a full table of leaves for a collapse
-    /// to look at.
+    /// Reclaims a region-0 chunk, donates each of its pages on its own, from a 2 MiB-aligned
+    /// run in order (0), single frames wherever the free list has them (1), or the run with
+    /// every page but the first in reverse (2), then maps the chunk (and splits it if it mapped
+    /// as a block): a full table of leaves for a collapse to look at.
     FillChunk {
         vm: u8,
         chunk: u8,
@@ -288,7 +288,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (vm.clone(), 0..CPUS as u8, page, 17..40u8, any::<u64>())
             .prop_map(|(vm, cpu, page, n, v)| Op::WriteRun { vm, cpu, page, n, value: v | 1 }),
         2 => (vm.clone(), 0..2u8).prop_map(|(vm, chunk)| Op::Donate { vm, chunk }),
-        2 => (vm.clone(), 0..2u8, 0..3u8)
+        3 => (vm.clone(), 0..2u8, 0..3u8)
             .prop_map(|(vm, chunk, order)| Op::FillChunk { vm, chunk, order }),
         2 => (vm.clone(), page, kind).prop_map(|(vm, page, kind)| Op::Map { vm, page, kind }),
         2 => (vm.clone(), page, kind).prop_map(|(vm, page, kind)| Op::Unmap { vm, page, kind }),
@@ -948,6 +948,8 @@ impl Fuzz {
 
     fn fill_chunk(&mut self, vm: usize, chunk: u8, order: u8) {
         let base = gfn(Ipa::new(R0.0)) + u64::from(chunk % 2) * BLOCK;
+        // Start from an empty chunk where nothing is pinned (faults populate hot pages).
+        self.reclaim(vm, Gfn::new(base).base(), 2 << 20);
         let w = &mut self.w;
         let run = match order % 3 {
             1 => None,
@@ -979,9 +981,14 @@ impl Fuzz {
         }
         self.model(vm).may_map(base..base + BLOCK);
         let w = &mut self.w;
+        let (ipa, len) = (Gfn::new(base).base(), 2 << 20);
         w.vms[vm]
-            .map_range(&w.frames, &mut w.data, Gfn::new(base).base(), 2 << 20)
+            .map_range(&w.frames, &mut w.data, ipa, len)
             .unwrap();
+        if order % 3 == 0 {
+            // An aligned run maps as a block: split it so a collapse has a table to look at.
+            w.vms[vm].split_range(&w.frames, ipa, len).unwrap();
+        }
     }
 
     fn recreate(&mut self, vm: usize) {
