@@ -1,33 +1,94 @@
-//! Decoding of ESR_ELx (exception syndrome) for the report of an unexpected exception.
+//! ESR_ELx, the exception syndrome: the one place that knows its bit layout (Arm ARM, "ESR_EL2,
+//! Exception Syndrome Register (EL2)"). The exit decoder (`vm::exit`), the MMIO emulation
+//! (`vdev::mmio`) and the report of an unexpected exception read fields through [`Esr`].
 //! Portable: pure bit decoding, tested on the host.
 #![forbid(unsafe_code)]
 
 use core::fmt;
+
+/// Exception classes (ESR[31:26]) the hypervisor tells apart.
+pub mod ec {
+    pub const UNKNOWN: u8 = 0x00;
+    pub const WFX: u8 = 0x01;
+    pub const HVC64: u8 = 0x16;
+    pub const SMC64: u8 = 0x17;
+    pub const SYSREG: u8 = 0x18;
+    pub const IABT_LOW: u8 = 0x20;
+    pub const IABT_CUR: u8 = 0x21;
+    pub const DABT_LOW: u8 = 0x24;
+    pub const DABT_CUR: u8 = 0x25;
+}
 
 /// An exception syndrome register value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Esr(pub u64);
 
 impl Esr {
+    const fn bit(self, n: u32) -> bool {
+        self.0 & (1 << n) != 0
+    }
+    const fn field(self, shift: u32, bits: u32) -> u64 {
+        (self.0 >> shift) & ((1 << bits) - 1)
+    }
+
     /// Exception class, ESR[31:26].
     pub const fn ec(self) -> u8 {
-        ((self.0 >> 26) & 0x3f) as u8
+        self.field(26, 6) as u8
     }
 
     /// Instruction-specific syndrome, ESR[24:0].
     pub const fn iss(self) -> u32 {
-        (self.0 & 0x1ff_ffff) as u32
+        self.field(0, 25) as u32
+    }
+
+    /// HVC/SMC: the instruction's 16-bit immediate, ISS[15:0].
+    pub const fn imm16(self) -> u16 {
+        self.field(0, 16) as u16
+    }
+
+    /// WFx: TI, ISS[1:0] (0 = WFI, otherwise WFE, WFIT or WFET).
+    pub const fn wfx_ti(self) -> u8 {
+        self.field(0, 2) as u8
+    }
+
+    /// Trapped MSR/MRS: `(op0, op1, CRn, CRm, op2)`.
+    pub const fn sysreg(self) -> (u8, u8, u8, u8, u8) {
+        (
+            self.field(20, 2) as u8,
+            self.field(14, 3) as u8,
+            self.field(10, 4) as u8,
+            self.field(1, 4) as u8,
+            self.field(17, 3) as u8,
+        )
+    }
+
+    /// Trapped MSR/MRS: Rt, ISS[9:5].
+    pub const fn sysreg_rt(self) -> u8 {
+        self.field(5, 5) as u8
+    }
+
+    /// Trapped MSR/MRS: the guest reads the register (MRS), ISS[0].
+    pub const fn sysreg_read(self) -> bool {
+        self.bit(0)
     }
 
     /// Whether the exception is an instruction or data abort (ISS carries a fault status code).
     pub const fn is_abort(self) -> bool {
-        matches!(self.ec(), 0x20 | 0x21 | 0x24 | 0x25)
+        matches!(
+            self.ec(),
+            ec::IABT_LOW | ec::IABT_CUR | ec::DABT_LOW | ec::DABT_CUR
+        )
+    }
+
+    /// Whether the exception is a data abort (from a lower EL or EL2).
+    pub const fn is_data_abort(self) -> bool {
+        matches!(self.ec(), ec::DABT_LOW | ec::DABT_CUR)
     }
 
     /// Data/instruction fault status code, ISS[5:0], for aborts.
     pub const fn fsc(self) -> Option<u8> {
         if self.is_abort() {
-            Some((self.0 & 0x3f) as u8)
+            Some(self.status())
         } else {
             None
         }
@@ -35,8 +96,8 @@ impl Esr {
 
     /// For data aborts: whether the access was a write (WnR, ISS[6]).
     pub const fn is_write(self) -> Option<bool> {
-        if matches!(self.ec(), 0x24 | 0x25) {
-            Some(self.0 & (1 << 6) != 0)
+        if self.is_data_abort() {
+            Some(self.wnr())
         } else {
             None
         }
@@ -44,7 +105,49 @@ impl Esr {
 
     /// For aborts: whether FAR holds the faulting address (FnV, ISS[10], clear when valid).
     pub const fn far_valid(self) -> bool {
-        !self.is_abort() || self.0 & (1 << 10) == 0
+        !self.is_abort() || !self.bit(10)
+    }
+
+    /// Aborts: the fault status code field, ISS[5:0], read without checking the class.
+    pub const fn status(self) -> u8 {
+        self.field(0, 6) as u8
+    }
+    /// Data aborts: WnR, ISS[6], read without checking the class.
+    pub const fn wnr(self) -> bool {
+        self.bit(6)
+    }
+    /// Aborts: the fault happened on the stage-1 table walk (S1PTW, ISS[7]).
+    pub const fn s1ptw(self) -> bool {
+        self.bit(7)
+    }
+
+    /// Data aborts: ISV, ISS[24]: the fields below describe the instruction.
+    pub const fn isv(self) -> bool {
+        self.bit(24)
+    }
+    /// Data aborts: SAS, ISS[23:22]: log2 of the access size in bytes.
+    pub const fn sas(self) -> u8 {
+        self.field(22, 2) as u8
+    }
+    /// Data aborts: SSE, ISS[21]: a load sign-extends.
+    pub const fn sse(self) -> bool {
+        self.bit(21)
+    }
+    /// Data aborts: SRT, ISS[20:16]: the transfer register.
+    pub const fn srt(self) -> u8 {
+        self.field(16, 5) as u8
+    }
+    /// Data aborts: SF, ISS[15]: the transfer register is 64 bits wide.
+    pub const fn sf(self) -> bool {
+        self.bit(15)
+    }
+    /// Data aborts: AR, ISS[14]: acquire/release semantics.
+    pub const fn ar(self) -> bool {
+        self.bit(14)
+    }
+    /// Data aborts: CM, ISS[8]: a cache maintenance or address translation instruction.
+    pub const fn cm(self) -> bool {
+        self.bit(8)
     }
 }
 

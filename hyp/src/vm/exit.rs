@@ -9,6 +9,8 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::esr::{Esr, ec};
+
 /// Which EL2 vector a guest exit came through (lower EL, AArch64).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitKind {
@@ -93,6 +95,9 @@ pub struct Abort {
     pub s1ptw: bool,
     /// FAR_EL2 is not valid (FnV).
     pub far_invalid: bool,
+    /// The whole syndrome, for what only some aborts need (an emulated MMIO access's
+    /// instruction details).
+    pub esr: Esr,
 }
 
 impl Abort {
@@ -143,13 +148,6 @@ pub enum ExitReason {
     },
 }
 
-const EC_WFX: u8 = 0x01;
-const EC_HVC64: u8 = 0x16;
-const EC_SMC64: u8 = 0x17;
-const EC_SYSREG: u8 = 0x18;
-const EC_IABT_LOW: u8 = 0x20;
-const EC_DABT_LOW: u8 = 0x24;
-
 /// Decodes one exit.
 pub const fn decode(kind: ExitKind, esr: u64) -> ExitReason {
     match kind {
@@ -158,36 +156,36 @@ pub const fn decode(kind: ExitKind, esr: u64) -> ExitReason {
         ExitKind::SError => return ExitReason::SError { esr },
         ExitKind::Sync => {}
     }
-    let ec = ((esr >> 26) & 0x3f) as u8;
-    let iss = esr & 0x1ff_ffff;
-    match ec {
-        EC_HVC64 => ExitReason::Hvc { imm: iss as u16 },
-        EC_SMC64 => ExitReason::Smc { imm: iss as u16 },
-        EC_WFX => {
-            if iss & 0b11 == 0 {
+    let e = Esr(esr);
+    match e.ec() {
+        ec::HVC64 => ExitReason::Hvc { imm: e.imm16() },
+        ec::SMC64 => ExitReason::Smc { imm: e.imm16() },
+        ec::WFX => {
+            if e.wfx_ti() == 0 {
                 ExitReason::Wfi
             } else {
                 ExitReason::Wfe
             }
         }
-        EC_SYSREG => ExitReason::SysReg(SysRegAccess {
-            reg: SysReg {
-                op0: ((iss >> 20) & 0b11) as u8,
-                op2: ((iss >> 17) & 0b111) as u8,
-                op1: ((iss >> 14) & 0b111) as u8,
-                crn: ((iss >> 10) & 0xf) as u8,
-                crm: ((iss >> 1) & 0xf) as u8,
-            },
-            rt: ((iss >> 5) & 0x1f) as u8,
-            read: iss & 1 != 0,
-        }),
-        EC_IABT_LOW | EC_DABT_LOW => ExitReason::Abort(Abort {
-            data: ec == EC_DABT_LOW,
-            write: ec == EC_DABT_LOW && iss & (1 << 6) != 0,
-            fsc: (iss & 0x3f) as u8,
-            s1ptw: iss & (1 << 7) != 0,
-            far_invalid: iss & (1 << 10) != 0,
-        }),
+        ec::SYSREG => {
+            let (op0, op1, crn, crm, op2) = e.sysreg();
+            ExitReason::SysReg(SysRegAccess {
+                reg: SysReg::new(op0, op1, crn, crm, op2),
+                rt: e.sysreg_rt(),
+                read: e.sysreg_read(),
+            })
+        }
+        ec::IABT_LOW | ec::DABT_LOW => {
+            let data = e.ec() == ec::DABT_LOW;
+            ExitReason::Abort(Abort {
+                data,
+                write: data && e.wnr(),
+                fsc: e.status(),
+                s1ptw: e.s1ptw(),
+                far_invalid: !e.far_valid(),
+                esr: e,
+            })
+        }
         ec => ExitReason::Other { ec },
     }
 }

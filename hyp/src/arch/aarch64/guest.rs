@@ -1276,8 +1276,7 @@ fn mmio(
     kind: DeviceKind,
     offset: u64,
 ) -> Next {
-    let esr = read_sysreg!("esr_el2");
-    let d = match DataAbort::decode(esr) {
+    let d = match DataAbort::decode(a.esr) {
         Ok(d) => d,
         Err(e) => {
             log::warn!(
