@@ -725,6 +725,42 @@ impl FrameTable {
         Ok(pfn)
     }
 
+    /// Backs the `n` unbacked pages of `guest` from `gfn` (`n` a power of two, `gfn` aligned
+    /// to it, all in one region) with one fresh `n`-aligned run of frames, so that one block
+    /// entry can map them: a first touch of a whole block of guest RAM. All or nothing in one
+    /// transition under the lock the caller holds: if any page is already backed (another vCPU
+    /// populated it), nothing is allocated.
+    ///
+    /// # Errors
+    /// `BadRange` (not a power of two or not aligned), `NotGuestMemory` (not inside one
+    /// region), `WrongGuestState` (a page is backed), `OutOfMemory` (no free aligned run).
+    pub fn populate_run(
+        &mut self,
+        guest: &mut GuestMap,
+        gfn: Gfn,
+        n: u64,
+    ) -> Result<Pfn, OwnershipError> {
+        let op = Op::Populate;
+        if !n.is_power_of_two() || !gfn.raw().is_multiple_of(n) {
+            return Err(OwnershipError::BadRange { op });
+        }
+        if !guest.contains(gfn, n) {
+            return Err(OwnershipError::NotGuestMemory { vm: guest.vm, gfn });
+        }
+        guest.expect_pages(op, gfn, n, |p| p == GuestPage::NoPage)?;
+        let run = self.hyp_alloc_run(n).map_err(|e| match e {
+            OwnershipError::OutOfMemory { .. } => OwnershipError::OutOfMemory { op },
+            e => e,
+        })?;
+        let to = FrameState::Owned(Owner::Vm(guest.vm));
+        for i in 0..n {
+            let p = Pfn::new(run.raw() + i);
+            self.set_state(p, to);
+            guest.set(Gfn::new(gfn.raw() + i), GuestPage::Owned(p));
+        }
+        Ok(run)
+    }
+
     /// Moves `[pfn, pfn + n)` from the hypervisor to `guest` at `[gfn, gfn + n)`.
     ///
     /// # Errors

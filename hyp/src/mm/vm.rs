@@ -364,6 +364,23 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
         )
     }
 
+    /// Backs the untouched 2 MiB block of guest memory around `ipa` with one aligned run of
+    /// frames, so the fault path maps it with one block entry; returns the run's first frame.
+    ///
+    /// # Errors
+    /// See [`FrameTable::populate_run`]: the block is not wholly inside one region, a page of
+    /// it is backed already, or no free aligned run is left (the fault path then populates
+    /// the single page).
+    pub fn populate_block(
+        &self,
+        frames: &Mutex<FrameTable>,
+        ipa: Ipa,
+    ) -> Result<Pfn, OwnershipError> {
+        let gfn = Gfn::new(Gfn::containing(ipa).raw() & !(BLOCK_PAGES - 1));
+        let mut f = frames.lock();
+        f.populate_run(&mut self.backing.lock(), gfn, BLOCK_PAGES)
+    }
+
     /// Lets this VM access hypervisor frames `[pa, pa + len)` at `[ipa, ipa + len)`.
     ///
     /// # Errors

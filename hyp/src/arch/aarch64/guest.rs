@@ -333,7 +333,7 @@ fn create(
         dtb,
         place,
     };
-    load_images(&mem, ram, &boot)?;
+    load_images(&mem, &boot)?;
     let vgic = new_vgic(d.cpus as usize)
         .map_err(|_| CreateError::Dtb(guest_dtb::GuestDtbError::TooManyCpus { cpus: d.cpus }))?;
     let uart = d.vpl011.then(|| Pl011::new(guest_console(id, d.name)));
@@ -479,7 +479,6 @@ impl BootImages {
 /// Copies kernel, initrd and DTB into guest RAM (into freshly donated frames).
 fn load_images(
     mem: &crate::mm::vm::Vm<HwPhysMem, HwTlb>,
-    ram: (u64, u64),
     boot: &BootImages,
 ) -> Result<(), CreateError> {
     let place = &boot.place;
@@ -490,12 +489,12 @@ fn load_images(
     }
     images.push((place.dtb, &boot.dtb));
     for (at, bytes) in images {
-        populate(mem, ram, at, bytes)?;
+        populate(mem, at, bytes)?;
     }
     // The kernel's BSS and early allocations lie past its file, in blocks touched at once.
     let block = BLOCK_PAGES * PAGE_SIZE;
     for b in (place.kernel & !(block - 1)..place.kernel_end).step_by(block as usize) {
-        donate_block(mem, ram, b);
+        donate_block(mem, b);
     }
     // SAFETY: invalidating the instruction caches only drops cached instructions; the guest
     // must fetch the code just copied, not stale lines.
@@ -506,7 +505,6 @@ fn load_images(
 /// Copies `bytes` to guest RAM at `at`, page by page, into frames donated to the VM.
 fn populate(
     mem: &crate::mm::vm::Vm<HwPhysMem, HwTlb>,
-    ram: (u64, u64),
     at: u64,
     bytes: &[u8],
 ) -> Result<(), CreateError> {
@@ -517,7 +515,7 @@ fn populate(
     let block = BLOCK_PAGES * PAGE_SIZE;
     let mut b = first & !(block - 1);
     while b < end {
-        donate_block(mem, ram, b);
+        donate_block(mem, b);
         b += block;
     }
     let mut page = first;
@@ -710,7 +708,7 @@ fn reset_vm(g: &'static Guest, v: usize) {
         vm_stopped(g);
         return;
     };
-    if let Err(e) = load_images(&g.mem, g.ram, boot) {
+    if let Err(e) = load_images(&g.mem, boot) {
         log::error!(
             "{}: reset: reloading the images: {e}; powering the VM off",
             g.name
@@ -1228,41 +1226,16 @@ fn abort(g: &Guest, v: usize, regs: &mut GuestRegs, a: exit::Abort, far: u64, hp
     Next::Resume
 }
 
-/// On a first touch of an untouched 2 MiB block of guest RAM, donates a whole aligned run so
-/// the fault path can map it with one block entry. Best effort: without a free run, the fault
-/// path populates the single page.
+/// On a first touch of an untouched 2 MiB block of guest RAM, backs the whole block with one
+/// aligned run so the fault path can map it with one block entry. Best effort: without a free
+/// run, or with a page of the block already backed, the fault path populates the single page.
 fn prefer_block(g: &Guest, ipa: u64) {
-    donate_block(&g.mem, g.ram, ipa);
+    donate_block(&g.mem, ipa);
 }
 
-/// Donates a whole aligned run for the untouched 2 MiB block of RAM holding `ipa`, if any.
-fn donate_block(mem: &crate::mm::vm::Vm<HwPhysMem, HwTlb>, ram: (u64, u64), ipa: u64) {
-    let block = ipa & !(BLOCK_PAGES * PAGE_SIZE - 1);
-    let inside = |a: u64| a >= ram.0 && a - ram.0 < ram.1;
-    if !inside(block) || !inside(block + BLOCK_PAGES * PAGE_SIZE - 1) {
-        return;
-    }
-    if (0..BLOCK_PAGES).any(|i| mem.backing(Ipa::new(block + i * PAGE_SIZE)) != GuestPage::NoPage) {
-        return;
-    }
-    let Ok(run) = frames().lock().hyp_alloc_run(BLOCK_PAGES) else {
-        return;
-    };
-    if mem
-        .donate(
-            frames(),
-            run.base(),
-            Ipa::new(block),
-            BLOCK_PAGES * PAGE_SIZE,
-        )
-        .is_err()
-    {
-        // Another vCPU populated a page meanwhile: give the run back.
-        let mut f = frames().lock();
-        for i in 0..BLOCK_PAGES {
-            let _ = f.hyp_free(Pfn::new(run.raw() + i), &mut HwFrameData);
-        }
-    }
+/// Backs the untouched 2 MiB block of guest memory holding `ipa`, if it is one (best effort).
+fn donate_block(mem: &crate::mm::vm::Vm<HwPhysMem, HwTlb>, ipa: u64) {
+    let _ = mem.populate_block(frames(), Ipa::new(ipa));
 }
 
 #[allow(clippy::too_many_arguments)]

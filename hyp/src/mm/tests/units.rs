@@ -417,3 +417,54 @@ fn install_retries_when_other_faults_drained_the_table_cache() {
     }
     w.check();
 }
+
+/// A first touch of a whole untouched block backs it with one aligned run, in one transition:
+/// a block with a page already backed, or one that does not fit in a region, allocates
+/// nothing.
+#[test]
+fn populate_block_backs_an_untouched_block_with_one_aligned_run() {
+    let mut w = World::new(1, Bugs::default());
+    let free = w.frames.lock().free_frames();
+    let run = w.vms[0].populate_block(&w.frames, r0(700)).unwrap();
+    assert_eq!(run.raw() % 512, 0, "the run is 2 MiB aligned");
+    assert_eq!(w.frames.lock().free_frames(), free - 512);
+    for p in [512, 700, 1023] {
+        assert_eq!(
+            w.vms[0].backing(r0(p)),
+            GuestPage::Owned(Pfn::new(run.raw() + p - 512))
+        );
+    }
+    assert_eq!(
+        w.vms[0].backing(r0(0)),
+        GuestPage::NoPage,
+        "the other block untouched"
+    );
+    assert_eq!(w.access(0, r0(600), Some(9)), Ok(9));
+    let t = w.vms[0].translate(r0(600)).expect("mapped");
+    assert_eq!(
+        t.leaf.size(),
+        2 << 20,
+        "the fault maps the block with one entry"
+    );
+    // The same block again, a block with one page populated, a region too small for one.
+    assert!(matches!(
+        w.vms[0].populate_block(&w.frames, r0(513)),
+        Err(OwnershipError::WrongGuestState { .. })
+    ));
+    assert_eq!(w.access(0, r0(3), Some(1)), Ok(1));
+    let free = w.frames.lock().free_frames();
+    assert!(matches!(
+        w.vms[0].populate_block(&w.frames, r0(0)),
+        Err(OwnershipError::WrongGuestState { .. })
+    ));
+    assert!(matches!(
+        w.vms[0].populate_block(&w.frames, r1(0)),
+        Err(OwnershipError::NotGuestMemory { .. })
+    ));
+    assert_eq!(
+        w.frames.lock().free_frames(),
+        free,
+        "refusals allocate nothing"
+    );
+    w.check();
+}

@@ -138,7 +138,7 @@ pub(super) fn create(
     let ram = (virt::RAM_BASE, d.memory);
     let mem = new_memory(id, ram, config)?;
     for (gfn, data) in snap.pages() {
-        populate(&mem, ram, gfn * PAGE_SIZE, data)?;
+        populate(&mem, gfn * PAGE_SIZE, data)?;
     }
     // SAFETY: invalidating the instruction caches only drops cached instructions; the guest
     // must fetch the code just copied.
