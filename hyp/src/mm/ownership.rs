@@ -37,7 +37,7 @@
 //! | `pin` / `unpin`      | pins ± 1 on `Owned(Vm)` / `Shared{_, Vm}`     | unchanged (`Owned`/`Borrowed`) | pins < max / > 0 |
 //! | `get_page` / `put_page` | refs ± 1, same states as `pin`             | unchanged                   |                 |
 //!
-//! # Invariants (numbers from design.md; all checked by [`FrameTable::check_invariants`] and
+//! # Invariants (numbers from `docs/design.md`; all checked by [`FrameTable::check_invariants`] and
 //! [`GuestMap::check_against`])
 //! - I1 (ownership half): a guest entry `Owned(p)` in VM `n` ⇔ frame `p` is `Owned(Vm(n))` and is
 //!   recorded in exactly one guest entry; `Borrowed(p)` in VM `n` ⇔ `p` is `Shared{_, Vm(n)}`.

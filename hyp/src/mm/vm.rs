@@ -8,7 +8,7 @@
 //! closes the range. A fault that read the sequence before, or that overlaps a range in progress,
 //! retries instead of installing a translation to a frame that is being taken away.
 //!
-//! # Invariants (numbers from design.md; all checked by [`Vm::check_invariants`])
+//! # Invariants (numbers from `docs/design.md`; all checked by [`Vm::check_invariants`])
 //! - I1: every valid stage-2 leaf lies in a memory region and maps, page for page, the frame the
 //!   guest map records for that page, which the frame table says this VM owns or borrows; a
 //!   writable leaf maps only pages the guest may write.
@@ -41,7 +41,7 @@ use super::stage2::{MapFlags, Stage2, Stage2Config, Stage2Error, Vmid};
 use super::tlb::Tlb;
 
 /// Pages in a 2 MiB block.
-pub(crate) const BLOCK_PAGES: u64 = 512;
+pub const BLOCK_PAGES: u64 = 512;
 /// Table frames kept ready in the cache so the fault path never allocates under the MMU lock:
 /// enough for one 4 KiB map from a level-0 root (three tables) plus splitting one block at each
 /// end of an invalidated range.
@@ -243,6 +243,15 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
     /// The memory regions as `(first page, pages)`; region numbers index this list.
     pub fn regions(&self) -> &[(Gfn, u64)] {
         &self.regions
+    }
+
+    /// Whether `ipa` lies in one of the VM's memory regions (what the fault path would not
+    /// answer with `OutsideGuestMemory`); needs no lock.
+    pub fn is_guest_memory(&self, ipa: Ipa) -> bool {
+        let g = Gfn::containing(ipa);
+        self.regions
+            .iter()
+            .any(|&(b, n)| g >= b && g.raw() - b.raw() < n)
     }
 
     /// VTTBR_EL2 for this VM.
@@ -619,6 +628,42 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
         Ok(mmu.s2.collapse(&mut self.table_alloc(), ipa, len)?)
     }
 
+    /// Gives back every page: reclaims owned pages (a whole 2 MiB block in one transition where
+    /// one is owned), unshares borrowed ones. Used to reset and to destroy a VM.
+    ///
+    /// # Errors
+    /// As [`Vm::reclaim`] and [`Vm::unshare`] (`Pinned` or `Busy` for a page still pinned or
+    /// referenced); the pages before it are given back.
+    pub fn release_all(
+        &self,
+        frames: &Mutex<FrameTable>,
+        data: &mut dyn FrameData,
+    ) -> Result<(), OwnershipError> {
+        let backed: Vec<(Gfn, GuestPage)> = self.backing.lock().backed().collect();
+        let mut i = 0;
+        while i < backed.len() {
+            let (gfn, page) = backed[i];
+            let block = BLOCK_PAGES as usize;
+            let whole_block = gfn.raw().is_multiple_of(BLOCK_PAGES)
+                && backed.get(i..i + block).is_some_and(|run| {
+                    run.iter()
+                        .zip(gfn.raw()..)
+                        .all(|(&(g, p), want)| g.raw() == want && matches!(p, GuestPage::Owned(_)))
+                });
+            if whole_block {
+                self.reclaim(frames, data, gfn.base(), BLOCK_PAGES * PAGE_SIZE)?;
+                i += block;
+                continue;
+            }
+            match page {
+                GuestPage::Owned(_) => self.reclaim(frames, data, gfn.base(), PAGE_SIZE)?,
+                _ => self.unshare(frames, data, gfn.base(), PAGE_SIZE)?,
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
     /// Panics unless every invariant in the module docs holds. `frames` is the locked frame
     /// table (the caller holds the ownership lock).
     pub fn check_invariants(&self, frames: &FrameTable) {
@@ -694,16 +739,8 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
         frames: &Mutex<FrameTable>,
         data: &mut dyn FrameData,
     ) -> Result<(M, T), (alloc::boxed::Box<Self>, OwnershipError)> {
-        let backed: Vec<(Gfn, GuestPage)> = self.backing.lock().backed().collect();
-        for &(gfn, page) in &backed {
-            let ipa = gfn.base();
-            let r = match page {
-                GuestPage::Owned(_) => self.reclaim(frames, data, ipa, PAGE_SIZE),
-                _ => self.unshare(frames, data, ipa, PAGE_SIZE),
-            };
-            if let Err(e) = r {
-                return Err((alloc::boxed::Box::new(self), e));
-            }
+        if let Err(e) = self.release_all(frames, data) {
+            return Err((alloc::boxed::Box::new(self), e));
         }
         let mut f = frames.lock();
         let Mmu { s2, .. } = self.mmu.into_inner();

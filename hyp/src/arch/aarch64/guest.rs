@@ -60,8 +60,8 @@ use guest_loader::image::ImageHeader;
 use guest_loader::layout;
 use spin::Once;
 
-/// Pages in a 2 MiB block.
-const BLOCK_PAGES: u64 = 512;
+use crate::mm::vm::BLOCK_PAGES;
+
 /// PSTATE at a vCPU's first instruction: EL1h, D/A/I/F masked (booting.rst).
 const START_PSTATE: u64 = 0x3c5;
 
@@ -677,7 +677,7 @@ fn reset_vm(g: &'static Guest, v: usize) {
     }
     // Pages given back cannot be told by a diff: the next snapshot must be a full one.
     g.dirty.lock().tracked = None;
-    if let Err(e) = reclaim_all(g) {
+    if let Err(e) = g.mem.release_all(frames(), &mut HwFrameData) {
         log::error!(
             "{}: reset: giving memory back: {e}; powering the VM off",
             g.name
@@ -725,36 +725,6 @@ fn reset_vm(g: &'static Guest, v: usize) {
     g.resetting.store(false, Ordering::Release);
     g.power.request_start(0, boot.start());
     sev();
-}
-
-/// Reclaims every page of guest RAM that has a frame, a whole block at a time where it can.
-fn reclaim_all(g: &Guest) -> Result<(), crate::mm::ownership::OwnershipError> {
-    let block = BLOCK_PAGES * PAGE_SIZE;
-    let mut ipa = g.ram.0;
-    while ipa < g.ram.0 + g.ram.1 {
-        let owned = |a: u64| matches!(g.mem.backing(Ipa::new(a)), GuestPage::Owned(_));
-        if ipa.is_multiple_of(block)
-            && ipa + block <= g.ram.0 + g.ram.1
-            && (0..BLOCK_PAGES).all(|i| owned(ipa + i * PAGE_SIZE))
-        {
-            g.mem
-                .reclaim(frames(), &mut HwFrameData, Ipa::new(ipa), block)?;
-            ipa += block;
-            continue;
-        }
-        match g.mem.backing(Ipa::new(ipa)) {
-            GuestPage::NoPage => {}
-            GuestPage::Owned(_) => {
-                g.mem
-                    .reclaim(frames(), &mut HwFrameData, Ipa::new(ipa), PAGE_SIZE)?
-            }
-            _ => g
-                .mem
-                .unshare(frames(), &mut HwFrameData, Ipa::new(ipa), PAGE_SIZE)?,
-        }
-        ipa += PAGE_SIZE;
-    }
-    Ok(())
 }
 
 /// A VM has stopped: report it; power the machine off when it was the last.
@@ -955,7 +925,7 @@ fn uart_update(input: &Mutex<monitor::GuestInput>, dev: &mut Devices) -> Option<
         return None;
     }
     dev.vgic
-        .set_spi_level(Intid::spi(virt::UART_SPI), level)
+        .set_spi_level(crate::vdev::UART_INTID, level)
         .ok()
         .flatten()
 }
@@ -1154,7 +1124,7 @@ fn psci_call(g: &Guest, regs: &mut GuestRegs) -> Next {
 }
 
 fn in_ram(g: &Guest, ipa: u64) -> bool {
-    ipa >= g.ram.0 && ipa - g.ram.0 < g.ram.1
+    g.mem.is_guest_memory(Ipa::new(ipa))
 }
 
 fn abort(g: &Guest, v: usize, regs: &mut GuestRegs, a: exit::Abort, far: u64, hpfar: u64) -> Next {

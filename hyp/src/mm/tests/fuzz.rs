@@ -985,7 +985,7 @@ impl Fuzz {
         w.vms[vm]
             .map_range(&w.frames, &mut w.data, ipa, len)
             .unwrap();
-        if order % 3 == 0 {
+        if order.is_multiple_of(3) {
             // An aligned run maps as a block: split it so a collapse has a table to look at.
             w.vms[vm].split_range(&w.frames, ipa, len).unwrap();
         }

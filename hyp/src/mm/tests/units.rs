@@ -468,3 +468,39 @@ fn populate_block_backs_an_untouched_block_with_one_aligned_run() {
     );
     w.check();
 }
+
+/// Reset gives back every page: an owned block in one transition, single pages, a share; a
+/// pinned page stops it with an error.
+#[test]
+fn release_all_gives_back_blocks_pages_and_shares() {
+    let mut w = World::new(1, Bugs::default());
+    let free = w.frames.lock().free_frames();
+    let tables = |w: &World| (w.vms[0].table_pages() + w.vms[0].cached_tables()) as u64;
+    let tables0 = tables(&w);
+    w.vms[0].populate_block(&w.frames, r0(0)).unwrap();
+    assert_eq!(w.access(0, r0(600), Some(5)), Ok(5));
+    assert_eq!(w.access(0, r1(3), Some(6)), Ok(6));
+    let shared = w.frames.lock().hyp_alloc().unwrap();
+    w.vms[0]
+        .share(&w.frames, shared.base(), r1(5), PAGE_SIZE, true)
+        .unwrap();
+    w.vms[0].pin(&w.frames, r1(3)).unwrap();
+    assert!(matches!(
+        w.vms[0].release_all(&w.frames, &mut w.data),
+        Err(OwnershipError::Pinned { .. })
+    ));
+    w.vms[0].unpin(&w.frames, r1(3)).unwrap();
+    w.vms[0].release_all(&w.frames, &mut w.data).unwrap();
+    assert_eq!(
+        w.vms[0].backing.lock().backed().count(),
+        0,
+        "nothing backed"
+    );
+    w.frames.lock().hyp_free(shared, &mut w.data).unwrap();
+    assert_eq!(
+        w.frames.lock().free_frames() + tables(&w) - tables0,
+        free,
+        "every guest frame is back"
+    );
+    w.check();
+}
