@@ -6,12 +6,13 @@ pub mod addr;
 mod bugs;
 pub mod descriptor;
 pub mod dirty;
-pub mod fault;
 pub mod ownership;
 pub mod phys;
 pub mod stage2;
 pub mod tlb;
 pub mod vm;
+/// The fault path (part of the VM's implementation; named here as the layer it is).
+pub use vm::fault;
 pub mod vmid;
 // On hosted targets always: benches and tools link the lib without its test cfg.
 #[cfg(any(test, feature = "sim", not(target_os = "none")))]

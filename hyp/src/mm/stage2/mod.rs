@@ -1,6 +1,6 @@
 //! A VM's stage-2 translation tables: map, unmap, change attributes, split, collapse, translate.
 //!
-//! Invariants (numbers from design.md; checked by `Stage2::check_invariants` and the sim):
+//! Invariants (numbers from `docs/design.md`; checked by `Stage2::check_invariants` and the sim):
 //! - I2: a valid entry's output address, size or memory type changes only through an invalid
 //!   entry and a completed TLB invalidation (`edit::Editor::break_entry`).
 //! - I4: a table frame goes back to the allocator only after the TLB invalidation that removed

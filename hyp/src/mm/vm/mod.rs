@@ -29,27 +29,30 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sync::Mutex;
 
-use super::addr::{Gfn, Ipa, PAGE_SHIFT, PAGE_SIZE, Pa, Pfn};
-use super::bugs::bug;
-use super::descriptor::{LeafAttrs, Level, S2Perms};
-use super::dirty::{DirtyLog, DirtyObserver};
-use super::ownership::{
+use crate::mm::addr::{Gfn, Ipa, PAGE_SHIFT, PAGE_SIZE, Pa, Pfn};
+use crate::mm::bugs::bug;
+use crate::mm::descriptor::{LeafAttrs, Level, S2Perms};
+use crate::mm::dirty::{DirtyLog, DirtyObserver};
+use crate::mm::ownership::{
     FrameData, FrameTable, GuestMap, GuestPage, Invalidate, Op, OwnershipError, VmId,
 };
-use super::phys::{PhysMem, TableAlloc};
-use super::stage2::{MapFlags, Stage2, Stage2Config, Stage2Error, Vmid};
-use super::tlb::Tlb;
+use crate::mm::phys::{PhysMem, TableAlloc};
+use crate::mm::stage2::{MapFlags, Stage2, Stage2Config, Stage2Error, Vmid};
+use crate::mm::tlb::Tlb;
+
+mod dirty_log;
+pub mod fault;
 
 /// Pages in a 2 MiB block.
 pub const BLOCK_PAGES: u64 = 512;
 /// Table frames kept ready in the cache so the fault path never allocates under the MMU lock:
 /// enough for one 4 KiB map from a level-0 root (three tables) plus splitting one block at each
 /// end of an invalidated range.
-pub(crate) const TABLE_RESERVE: usize = 8;
+const TABLE_RESERVE: usize = 8;
 /// The most table frames one fault's install can take: a page mapped below a 1 GiB block splits
 /// it into a level-2 and a level-3 table, and a page in an empty level-0 entry needs tables at
 /// levels 1 to 3.
-pub(crate) const FAULT_TABLES_MAX: usize = 3;
+const FAULT_TABLES_MAX: usize = 3;
 /// More cached table frames than this go back to the frame table.
 const TABLE_CACHE_MAX: usize = 64;
 
@@ -95,7 +98,7 @@ impl From<Stage2Error> for MmuError {
 
 /// Ranges being invalidated, as KVM keeps them: a count and the union of their page ranges.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Invalidations {
+struct Invalidations {
     pub active: u32,
     pub start: u64,
     pub end: u64,
@@ -109,7 +112,7 @@ impl Invalidations {
 }
 
 /// The state behind the MMU lock.
-pub(crate) struct Mmu<M: PhysMem, T: Tlb> {
+struct Mmu<M: PhysMem, T: Tlb> {
     pub s2: Stage2<M, T>,
     pub dirty: DirtyLog,
     pub inval: Invalidations,
@@ -125,10 +128,10 @@ pub struct Vm<M: PhysMem, T: Tlb> {
     /// lock never needs it. Frames freed by stage 2 come back here (after their TLBI).
     tables: Mutex<Vec<Pa>>,
     pub(crate) backing: Mutex<GuestMap>,
-    pub(crate) mmu: Mutex<Mmu<M, T>>,
+    mmu: Mutex<Mmu<M, T>>,
     /// The dirty log's flags and bits, readable without the MMU lock (a hint for the fault
     /// path's lookup; decisions are taken under the lock).
-    pub(crate) dirty_view: DirtyObserver,
+    dirty_view: DirtyObserver,
 }
 
 /// [`TableAlloc`] over a VM's table cache. Roots are not allocated through it.
@@ -174,7 +177,7 @@ impl TableAlloc for FrameAlloc<'_> {
     }
 }
 
-pub(crate) fn gfn_ipa(gfn: Gfn, pages: u64) -> (Ipa, u64) {
+fn gfn_ipa(gfn: Gfn, pages: u64) -> (Ipa, u64) {
     (gfn.base(), pages << PAGE_SHIFT)
 }
 
@@ -270,12 +273,12 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
     }
 
     /// A view of the dirty-log flags and bits readable at any instant (for checkers).
-    pub fn dirty_observer(&self) -> super::dirty::DirtyObserver {
+    pub fn dirty_observer(&self) -> crate::mm::dirty::DirtyObserver {
         self.mmu.lock().dirty.observer()
     }
 
     /// The current translation of `ipa` in stage 2 (what a fresh hardware walk would find).
-    pub fn translate(&self, ipa: Ipa) -> Option<super::stage2::Translation> {
+    pub fn translate(&self, ipa: Ipa) -> Option<crate::mm::stage2::Translation> {
         self.mmu.lock().s2.translate(ipa)
     }
 
@@ -289,7 +292,7 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
         self.seq.load(Ordering::Acquire)
     }
 
-    pub(crate) fn seq(&self) -> &AtomicU64 {
+    fn seq(&self) -> &AtomicU64 {
         &self.seq
     }
 
@@ -309,7 +312,7 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
 
     /// Top the table cache up to [`TABLE_RESERVE`] and trim it to `TABLE_CACHE_MAX`. Called with
     /// the ownership lock held (`frames`), never the MMU lock.
-    pub(crate) fn refill_tables(
+    fn refill_tables(
         &self,
         frames: &mut FrameTable,
         data: &mut dyn FrameData,
@@ -328,7 +331,7 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
     }
 
     /// Whether the cache needs a refill before a fault may map (read without the ownership lock).
-    pub(crate) fn tables_low(&self) -> bool {
+    fn tables_low(&self) -> bool {
         self.tables.lock().len() < TABLE_RESERVE
     }
 
@@ -720,8 +723,8 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
         for &t in self.tables.lock().iter() {
             assert_eq!(
                 frames.state(Pfn::containing(t)),
-                Some(super::ownership::FrameState::Owned(
-                    super::ownership::Owner::Hyp
+                Some(crate::mm::ownership::FrameState::Owned(
+                    crate::mm::ownership::Owner::Hyp
                 )),
                 "cached table frame {t:?} is not hypervisor-owned"
             );
@@ -768,7 +771,7 @@ fn pages_of(op: Op, ipa: Ipa, len: u64) -> Result<u64, OwnershipError> {
 /// it owned by the VM, in one region, backed by physically contiguous frames starting 2 MiB
 /// aligned. Checked under the ownership lock; a later change to those pages goes through an
 /// invalidation, which the fault path notices by the sequence.
-pub(crate) fn block_backing(backing: &GuestMap, gfn: Gfn) -> Option<Pfn> {
+fn block_backing(backing: &GuestMap, gfn: Gfn) -> Option<Pfn> {
     let start = Gfn::new(gfn.raw() & !(BLOCK_PAGES - 1));
     if !backing.contains(start, BLOCK_PAGES) {
         return None;

@@ -14,7 +14,7 @@
 //! Steps 1-3 are [`Vm::fault_lookup`] and 4-8 [`Vm::fault_install`], so tests can run an
 //! invalidation between them, as another CPU could.
 //!
-//! # Invariants (numbers from design.md)
+//! # Invariants (numbers from `docs/design.md`)
 //! - I1: the frame installed is the one the guest map held when the sequence was read; step 5
 //!   guarantees no invalidation changed it since (every change that takes a frame away runs one).
 //! - I3: step 6 comes before step 7.
@@ -26,14 +26,14 @@ use core::sync::atomic::Ordering;
 
 use crate::sync::Mutex;
 
-use super::addr::{Gfn, Ipa, PAGE_SIZE, Pa, Pfn};
-use super::bugs::bug;
-use super::descriptor::{LeafAttrs, S2Perms};
-use super::ownership::{FrameData, FrameTable, GuestPage, OwnershipError};
-use super::phys::PhysMem;
-use super::stage2::{MapFlags, Stage2Error};
-use super::tlb::Tlb;
-use super::vm::{BLOCK_PAGES, FAULT_TABLES_MAX, Vm, block_backing, gfn_ipa};
+use super::{BLOCK_PAGES, FAULT_TABLES_MAX, Vm, block_backing, gfn_ipa};
+use crate::mm::addr::{Gfn, Ipa, PAGE_SIZE, Pa, Pfn};
+use crate::mm::bugs::bug;
+use crate::mm::descriptor::{LeafAttrs, S2Perms};
+use crate::mm::ownership::{FrameData, FrameTable, GuestPage, OwnershipError};
+use crate::mm::phys::PhysMem;
+use crate::mm::stage2::{MapFlags, Stage2Error};
+use crate::mm::tlb::Tlb;
 
 /// The kind of guest access that faulted.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
