@@ -3,7 +3,8 @@
 //! arch layer feeds trapped MMIO accesses, trapped ICC_SGI1R_EL1 writes and list-register
 //! contents in, and writes back what the models return.
 //!
-//! Glue, per exit of vCPU `v` (all under the VM's device lock):
+//! Glue, per exit of vCPU `v` (all under the VM's device lock; the MMIO and UART steps are
+//! `vm::devices::Devices`, host-tested there):
 //! 1. `vgic.sync(v, &ich_lr_values)` with the list registers the last flush wrote.
 //! 2. Handle the exit: a data abort decodes with [`mmio::DataAbort::decode`], its IPA goes
 //!    through [`DeviceMap::lookup`], the access to `vgic.distributor()`,
@@ -108,57 +109,13 @@ impl DeviceMap {
 
 #[cfg(test)]
 mod tests {
-    use super::mmio::{AccessSize, MmioDevice};
-    use super::pl011::{INT_RT, INT_RX, Pl011};
-    use super::vgic::{GICR_SGI_BASE, GICR_STRIDE, LrState, Vgic};
+    use super::vgic::{GICR_SGI_BASE, GICR_STRIDE, Vgic};
     use super::*;
-    use alloc::vec::Vec;
 
     #[test]
-    fn uart_receive_interrupt_reaches_the_guest_and_ends_when_drained() {
-        const W: AccessSize = AccessSize::Word;
-        assert_eq!(UART_INTID.raw(), 33);
+    fn redistributor_window_matches_the_model() {
         let mut gic = Vgic::new(1, vgic::DEFAULT_SPIS).unwrap();
-        let mut out = Vec::new();
-        let mut uart = Pl011::new(|b| out.push(b));
-        // Guest setup as Linux does it: groups, enables, route to vCPU 0, UART RX interrupts.
-        let mut d = gic.distributor();
-        d.write(0, 0x84, W, u64::MAX).unwrap();
-        d.write(0, 0x104, W, 1 << 1).unwrap();
-        d.write(0, 0x6000 + 8 * 33, AccessSize::Double, 0).unwrap();
-        d.write(0, 0, W, 0x13).unwrap();
-        uart.write(0, 0x30, W, 0x301).unwrap();
-        uart.write(0, 0x2c, W, 0x70).unwrap();
-        uart.write(0, 0x38, W, u64::from(INT_RX | INT_RT)).unwrap();
-
-        // A key press on the physical console.
-        assert!(uart.push_rx(b'k'));
-        assert_eq!(gic.set_spi_level(UART_INTID, uart.irq_level()), Ok(Some(0)));
-        assert_eq!(gic.vcpu_has_pending(0), Ok(true), "a WFI wakes up");
-        let f = gic.flush(0, 4).unwrap();
-        let lr = f.lrs[0].unwrap();
-        assert_eq!((lr.vintid, lr.state), (UART_INTID, LrState::Pending));
-
-        // The guest acknowledges, its handler reads the byte (a trapped access, so the glue
-        // re-evaluates the line), then EOIs.
-        let mut back = lr;
-        back.state = LrState::Active;
-        gic.sync(0, &[back.encode(), 0, 0, 0]).unwrap();
-        assert_eq!(uart.read(0, 0, W), Ok(u64::from(b'k')));
-        gic.set_spi_level(UART_INTID, uart.irq_level()).unwrap();
-        let f = gic.flush(0, 4).unwrap();
-        assert_eq!(
-            f.lrs[0].unwrap().state,
-            LrState::Active,
-            "no longer pending: line low"
-        );
-        back.state = LrState::Invalid; // the EOI, as hardware leaves the register
-        gic.sync(0, &[back.encode(), 0, 0, 0]).unwrap();
-        assert_eq!(gic.flush(0, 4).unwrap().used(), 0);
-        assert_eq!(gic.vcpu_has_pending(0), Ok(false));
-        uart.write(0, 0, W, u64::from(b'!')).unwrap();
-        assert_eq!(out, b"!");
-        // The redistributor window of the map matches the model's.
+        assert_eq!(UART_INTID.raw(), 33);
         assert_eq!(
             DeviceMap::qemu_virt(1).windows()[1].size,
             gic.redistributors().size()

@@ -3,6 +3,7 @@
 
 pub mod console;
 pub mod cpu_id;
+pub mod devices;
 pub mod dirty_share;
 pub mod exit;
 pub mod inject;

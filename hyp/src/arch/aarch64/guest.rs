@@ -40,13 +40,14 @@ use crate::mm::fault::{Access, FaultOutcome};
 use crate::mm::ownership::{FrameTable, GuestPage, VmId};
 use crate::mm::stage2::config::{Stage2Config, Vmid};
 use crate::sync::Mutex;
-use crate::vdev::mmio::{DataAbort, MmioDevice};
-use crate::vdev::phys_timer::{PTIMER_INTID, PhysTimer, TimerReg};
+use crate::vdev::mmio::DataAbort;
+use crate::vdev::phys_timer::{PTIMER_INTID, TimerReg};
 use crate::vdev::pl011::{Pl011, SerialOut};
 use crate::vdev::vgic::{DEFAULT_SPIS, Intid, Vgic};
 use crate::vdev::{DeviceKind, DeviceMap};
 use crate::vm::console::LineBuffer;
 use crate::vm::cpu_id::GuestIdRegs;
+use crate::vm::devices::{Devices, InputQueue};
 use crate::vm::exit::{self, Counter, ExitKind, ExitReason, SysReg};
 use crate::vm::inject::{self, Injection};
 use crate::vm::power::{StartRequest, VmPower};
@@ -110,22 +111,13 @@ impl SerialOut for GuestConsole {
     }
 }
 
-struct Devices {
-    uart: Option<Pl011<GuestConsole>>,
-    /// The virtual UART's interrupt line as last driven into the vGIC.
-    uart_line: bool,
-    vgic: Vgic,
-    /// Each vCPU's emulated EL1 physical timer.
-    ptimers: Vec<PhysTimer>,
-}
-
 /// One VM.
 pub struct Guest {
     name: &'static str,
     mem: crate::mm::vm::Vm<HwPhysMem, HwTlb>,
     power: VmPower,
     stats: exit::ExitStats,
-    devices: Mutex<Devices>,
+    devices: Mutex<Devices<GuestConsole>>,
     map: DeviceMap,
     /// pCPU of vCPU 0.
     first_pcpu: usize,
@@ -139,7 +131,7 @@ pub struct Guest {
     running: AtomicBool,
     control: control::Control,
     /// Typed console input waiting for this VM's virtual UART.
-    input: Mutex<monitor::GuestInput>,
+    input: Mutex<InputQueue>,
     /// A PSCI SYSTEM_RESET is under way: every vCPU leaves the guest.
     resetting: AtomicBool,
     /// What the VM boots from again on a reset; `None` for a VM restored from a snapshot.
@@ -426,12 +418,7 @@ fn assemble(
         mem,
         power: VmPower::new((0..d.cpus).map(guest_dtb::vcpu_mpidr), ram.0, ram.1),
         stats: exit::ExitStats::new(),
-        devices: Mutex::new(Devices {
-            uart,
-            uart_line: false,
-            vgic,
-            ptimers: alloc::vec![PhysTimer::default(); d.cpus as usize],
-        }),
+        devices: Mutex::new(Devices::new(uart, vgic, d.cpus as usize)),
         ptimer_deadline: (0..d.cpus).map(|_| AtomicU64::new(NO_DEADLINE)).collect(),
         map: DeviceMap::qemu_virt(d.cpus as usize),
         first_pcpu,
@@ -440,7 +427,7 @@ fn assemble(
         ram,
         running: AtomicBool::new(false),
         control: control::Control::new(d.cpus as usize),
-        input: Mutex::new(monitor::GuestInput::default()),
+        input: Mutex::new(InputQueue::default()),
         resetting: AtomicBool::new(false),
         boot,
         has_uart: d.vpl011,
@@ -691,13 +678,10 @@ fn reset_vm(g: &'static Guest, v: usize) {
         if let Some(u) = dev.uart.as_mut() {
             u.output().show_partial();
         }
-        dev.vgic = new_vgic(g.power.vcpus()).expect("the VM's vGIC was created with these vCPUs");
-        dev.ptimers.fill(PhysTimer::default());
+        dev.reset(new_vgic(g.power.vcpus()).expect("the VM's vGIC was created with these vCPUs"));
         for d in &g.ptimer_deadline {
             d.store(NO_DEADLINE, Ordering::Relaxed);
         }
-        dev.uart_line = false;
-        dev.uart = dev.uart.take().map(|u| Pl011::new(u.into_output()));
     }
     let Some(boot) = g.boot.as_ref() else {
         log::error!(
@@ -906,28 +890,10 @@ fn deliver(g: &Guest, v: usize, d: Drained) {
 /// interrupt that raised.
 fn console_input_for(g: &Guest) {
     let mut dev = g.devices.lock();
-    if let Some(target) = uart_update(&g.input, &mut dev) {
+    if let Some(target) = dev.uart_update(&g.input) {
         drop(dev);
         guest_irq::kick(g.first_pcpu + target);
     }
-}
-
-/// Moves typed bytes into the virtual UART while it has room and drives its SPI. Returns the
-/// vCPU to kick when that made the SPI deliverable.
-fn uart_update(input: &Mutex<monitor::GuestInput>, dev: &mut Devices) -> Option<usize> {
-    let uart = dev.uart.as_mut()?;
-    input
-        .lock()
-        .feed(|b| uart.rx_space() > 0 && uart.push_rx(b));
-    let level = uart.irq_level();
-    // Only a change of the line is news to the vGIC (and a reason to rebuild list registers).
-    if level == core::mem::replace(&mut dev.uart_line, level) {
-        return None;
-    }
-    dev.vgic
-        .set_spi_level(crate::vdev::UART_INTID, level)
-        .ok()
-        .flatten()
 }
 
 /// A physical IRQ arrived while the guest ran (HCR_EL2.IMO).
@@ -1240,18 +1206,7 @@ fn mmio(
         }
     };
     let access = d.access(offset, regs.get(d.reg.index()));
-    let (result, kick) = {
-        let mut dev = g.devices.lock();
-        let result = match kind {
-            DeviceKind::Uart => dev.uart.as_mut().map(|u| u.access(v, access)),
-            DeviceKind::GicDistributor => Some(dev.vgic.distributor().access(v, access)),
-            DeviceKind::GicRedistributors => Some(dev.vgic.redistributors().access(v, access)),
-        };
-        // A UART access may have freed FIFO room, raised or cleared its interrupt; a GIC
-        // access may have enabled or routed a pending SPI to another vCPU.
-        let kick = uart_update(&g.input, &mut dev);
-        (result, kick)
-    };
+    let (result, kick) = g.devices.lock().access(v, kind, access, &g.input);
     if let Some(t) = kick.filter(|&t| t != v) {
         guest_irq::kick(g.first_pcpu + t);
     }

@@ -34,43 +34,11 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::Once;
 
-/// Bytes typed ahead for one VM's console; beyond this they are counted and dropped.
-const GUEST_INPUT_MAX: usize = 4096;
 /// At most this many pages move per service point in a storm (the rest carry over).
 const STORM_STEP_MAX: u64 = 4096;
 
 /// Console tag of the monitor's open line (guests use their VM number).
 const MONITOR_TAG: usize = usize::MAX - 1;
-
-/// Typed input waiting for one VM's virtual UART.
-#[derive(Default)]
-pub(super) struct GuestInput {
-    bytes: VecDeque<u8>,
-    dropped: u64,
-}
-
-impl GuestInput {
-    fn push(&mut self, b: u8) {
-        if self.bytes.len() >= GUEST_INPUT_MAX {
-            if self.dropped == 0 {
-                log::warn!("console input: the guest is not reading; dropping what is typed");
-            }
-            self.dropped += 1;
-            return;
-        }
-        self.bytes.push_back(b);
-    }
-
-    /// Hands bytes to `accept` in order until it refuses one.
-    pub(super) fn feed(&mut self, mut accept: impl FnMut(u8) -> bool) {
-        while let Some(&b) = self.bytes.front() {
-            if !accept(b) {
-                return;
-            }
-            self.bytes.pop_front();
-        }
-    }
-}
 
 static INPUT: Once<Mutex<MonitorInput>> = Once::new();
 static QUEUE: Mutex<VecDeque<Command>> = Mutex::new(VecDeque::new());
@@ -280,7 +248,13 @@ pub(super) fn console_input() {
             Action::Nothing => {}
             Action::Guest { vm, byte } => {
                 if let Some(g) = guest(vm) {
-                    g.input.lock().push(byte);
+                    let mut q = g.input.lock();
+                    if !q.push(byte) && q.dropped() == 1 {
+                        log::warn!(
+                            "{}: console input: the guest is not reading; dropping what is typed",
+                            g.name
+                        );
+                    }
                     kick = Some(g);
                 }
             }
