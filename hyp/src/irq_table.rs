@@ -6,6 +6,7 @@
 //! - an INTID has at most one handler; registering a second one is an error, not a silent
 //!   replacement (two drivers fighting over one line would lose interrupts);
 //! - only INTIDs below [`MAX_INTID`] (SGIs, PPIs and SPIs; no special or LPI INTIDs) have slots.
+#![forbid(unsafe_code)]
 
 use core::fmt;
 

@@ -1,8 +1,8 @@
 //! Dirty logging: one bitmap per memory region of a VM, one bit per 4 KiB guest page.
 //!
 //! The stage-2 side (write-protecting on enable and harvest, restoring on disable) lives in
-//! `vm.rs`, which holds this log under the VM's MMU lock together with the stage-2 tables; this
-//! module is the bitmap and its rules.
+//! `vm/dirty_log.rs`; the VM holds this log under its MMU lock together with the stage-2
+//! tables. This module is the bitmap and its rules.
 //!
 //! # Protocol
 //! - Enable: every page's bit is set first ("initially set": a page may have a writable entry

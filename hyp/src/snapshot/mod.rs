@@ -23,7 +23,7 @@
 //! | Offset | Size | Field |
 //! |---|---|---|
 //! | 0 | 8 | magic `"HYPSNAP\0"` |
-//! | 8 | 4 | format version: 1 |
+//! | 8 | 4 | format version: 3 (`format::VERSION`) |
 //! | 12 | 4 | header length: 120 |
 //! | 16 | 4 | kind: 1 full, 2 diff |
 //! | 20 | 4 | flags: bit 0 LIVE (pages copied while the guest ran, see PAGES); other bits 0 |
@@ -47,7 +47,7 @@
 //!
 //! | Offset | Size | Field |
 //! |---|---|---|
-//! | 0 | 4 | type: 1 VCPU, 2 VGIC, 3 UART, 4 PAGES |
+//! | 0 | 4 | type: 1 VCPU, 2 VGIC, 3 UART, 4 PAGES, 5 TIMER |
 //! | 4 | 4 | flags: 0 (none defined in version 3) |
 //! | 8 | 8 | payload length in bytes |
 //! | 16 | 4 | CRC-32 of section bytes 0..16 followed by the payload |

@@ -176,7 +176,7 @@ impl fmt::Display for SnapshotError {
             ),
             Self::UnknownSection { offset, raw } => write!(
                 f,
-                "unknown section type {raw} at offset {offset} (this reader knows 1 to 4 of format version {VERSION})"
+                "unknown section type {raw} at offset {offset} (this reader knows 1 to 5 of format version {VERSION})"
             ),
             Self::SectionFlags { offset, flags } => write!(
                 f,

@@ -1,5 +1,6 @@
 //! Virtual machines: what the guest sees of the machine, decided portably; the world switch
 //! that applies those decisions lives in `arch`.
+#![forbid(unsafe_code)]
 
 pub mod console;
 pub mod cpu_id;

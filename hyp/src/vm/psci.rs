@@ -5,6 +5,7 @@
 //! VM). Keeping the decision here, apart from the world switch, lets every argument check be
 //! tested on the host. Unknown function IDs return NOT_SUPPORTED, never an abort: an SMCCC
 //! caller is entitled to probe.
+#![forbid(unsafe_code)]
 
 /// PSCI return codes (signed, in x0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,8 +4,11 @@
 //! 2. look up (or allocate) the frame backing the page under the ownership lock and take a
 //!    reference ("gup"); 3. drop the reference and the ownership lock;
 //! 4. take the VM's MMU lock; 5. if an invalidation ran since step 1 (the sequence moved) or is
-//!    running over the range to map, unlock and report [`FaultOutcome::Retry`] (the vCPU re-runs
-//!    the access and faults again);
+//!    running over the range to map, or the table cache holds fewer frames than one fault may
+//!    take (other faults' installs drained it since their lookups), unlock and report
+//!    [`FaultOutcome::Retry`] (the vCPU re-runs the access and faults again); if another CPU
+//!    already installed what this fault wanted, drop this CPU's stale stricter TLB entry and
+//!    report the mapping;
 //! 6. if the access is a write in a logged region, set the page's dirty bit;
 //! 7. install the entry: writable only for write faults while logging, otherwise writable if the
 //!    guest may write the page; a 2 MiB block when backing and alignment allow and the region is
@@ -19,7 +22,8 @@
 //!   guarantees no invalidation changed it since (every change that takes a frame away runs one).
 //! - I3: step 6 comes before step 7.
 //!
-//! The hot path allocates nothing: table frames come from the VM's cache, refilled in step 2.
+//! Nothing is allocated under the MMU lock: table frames come from the VM's cache, refilled in
+//! step 2.
 
 use core::fmt;
 use core::sync::atomic::Ordering;
