@@ -10,3 +10,4 @@ pub mod exit;
 pub mod inject;
 pub mod power;
 pub mod psci;
+pub mod step;

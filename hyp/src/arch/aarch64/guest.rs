@@ -30,17 +30,17 @@ mod snapshot;
 
 use super::guest_irq::{self, Drained};
 use super::stage2::{self, HwFrameData, HwPhysMem, HwTlb};
-use super::sysreg::{clean_dcache_range, counter, read_sysreg, sev, wfe, wfi, write_sysreg};
+use super::sysreg::{clean_dcache_range, counter, sev, wfe, wfi, write_sysreg};
 use super::vcpu::{self, El1State, GuestConfig, GuestRegs};
 use super::{console, layout::MAX_CPUS};
 use super::{fatal, ich};
 use crate::frames::FrameAllocator;
 use crate::mm::addr::{Ipa, PAGE_SIZE, Pfn};
-use crate::mm::fault::{Access, FaultOutcome};
+use crate::mm::fault::{Access, FaultError, FaultOutcome};
 use crate::mm::ownership::{FrameTable, GuestPage, VmId};
 use crate::mm::stage2::config::{Stage2Config, Vmid};
 use crate::sync::Mutex;
-use crate::vdev::mmio::DataAbort;
+use crate::vdev::mmio::{MmioAccess, MmioError};
 use crate::vdev::phys_timer::{PTIMER_INTID, TimerReg};
 use crate::vdev::pl011::{Pl011, SerialOut};
 use crate::vdev::vgic::{DEFAULT_SPIS, Intid, Vgic};
@@ -48,10 +48,9 @@ use crate::vdev::{DeviceKind, DeviceMap};
 use crate::vm::console::LineBuffer;
 use crate::vm::cpu_id::GuestIdRegs;
 use crate::vm::devices::{Devices, InputQueue};
-use crate::vm::exit::{self, Counter, ExitKind, ExitReason, SysReg};
-use crate::vm::inject::{self, Injection};
+use crate::vm::exit::{self, Counter, ExitKind};
 use crate::vm::power::{StartRequest, VmPower};
-use crate::vm::psci::{self, PsciAction, PsciError};
+use crate::vm::step::{self, Action, Exit, Level, VmEnv, step};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -561,17 +560,6 @@ pub fn pcpu_main(cpu: usize) -> ! {
     }
 }
 
-/// What the exit handler wants next.
-enum Next {
-    Resume,
-    /// CPU_OFF: this vCPU stops; the pCPU waits for the next CPU_ON.
-    StopVcpu,
-    /// SYSTEM_OFF / a fatal VM error: the whole VM stops.
-    StopVm,
-    /// SYSTEM_RESET: every vCPU stops, the VM is rebuilt and vCPU 0 restarts.
-    ResetVm,
-}
-
 fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
     let mut regs = GuestRegs::default();
     regs.x[0] = req.context;
@@ -608,12 +596,12 @@ fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
     log::debug!("{}: vCPU {v} starts at {:#x}", g.name, req.entry);
     let next = loop {
         if !g.running.load(Ordering::Acquire) || g.resetting.load(Ordering::Acquire) {
-            break Next::StopVcpu;
+            break Action::StopVcpu;
         }
         monitor::service(g, v);
         control::park_if_paused(g, v, &mut regs, &mut gic_state, &mut lrs);
         if !vgic_flush(g, v, &gic_state, &mut lrs) {
-            break Next::StopVm;
+            break Action::StopVm;
         }
         ptimer_arm(g, v);
         // SAFETY: configured above for this VM; PC/PSTATE are an EL1 state set by us or the
@@ -622,8 +610,14 @@ fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
         let (esr, far, hpfar) = vcpu::exit_syndrome();
         vgic_sync(g, v, &mut gic_state, &mut lrs);
         let kind = ExitKind::from_raw(kind).expect("the vectors pass 0..=3");
-        match handle_exit(g, v, &mut regs, exit::decode(kind, esr), far, hpfar) {
-            Next::Resume => {}
+        let exit = Exit {
+            reason: exit::decode(kind, esr),
+            far,
+            hpfar,
+        };
+        match step(g, &mut vcpu::HwVcpu(&mut regs), v, exit) {
+            Action::Resume => {}
+            Action::WaitForInterrupt => wait_for_interrupt(g, v),
             stop => break stop,
         }
     };
@@ -631,9 +625,9 @@ fn run_vcpu(g: &'static Guest, v: usize, req: StartRequest) {
     unsafe { write_sysreg!("cntv_ctl_el0", 0u64) };
     g.power.set_off(v);
     match next {
-        Next::StopVm => vm_stopped(g),
-        Next::ResetVm => reset_vm(g, v),
-        Next::Resume | Next::StopVcpu => {}
+        Action::StopVm => vm_stopped(g),
+        Action::ResetVm => reset_vm(g, v),
+        Action::Resume | Action::WaitForInterrupt | Action::StopVcpu => {}
     }
 }
 
@@ -826,20 +820,6 @@ fn vgic_sync(g: &Guest, v: usize, state: &mut ich::VgicCpuState, track: &mut LrT
 /// Per-vCPU deadline meaning "none".
 const NO_DEADLINE: u64 = u64::MAX;
 
-/// A trapped MRS (`read`) or MSR of vCPU `v`'s EL1 physical timer register `reg` with
-/// general-purpose register `rt`; then the timer's line and deadline follow.
-fn ptimer_access(g: &Guest, v: usize, reg: TimerReg, rt: u8, read: bool, regs: &mut GuestRegs) {
-    let now = guest_counter(g);
-    let mut dev = g.devices.lock();
-    if read {
-        regs.set(rt, dev.ptimers[v].read(reg, now));
-    } else {
-        dev.ptimers[v].write(reg, regs.get(rt), now);
-    }
-    drop(dev);
-    ptimer_update(g, v);
-}
-
 /// Samples vCPU `v`'s emulated physical timer: drives its PPI and arms the EL2 timer for its
 /// next expiry. On the vCPU's own pCPU.
 fn ptimer_update(g: &Guest, v: usize) {
@@ -896,12 +876,6 @@ fn console_input_for(g: &Guest) {
     }
 }
 
-/// A physical IRQ arrived while the guest ran (HCR_EL2.IMO).
-fn irq_exit(g: &Guest, v: usize) {
-    g.stats.count(Counter::Irq);
-    deliver(g, v, guest_irq::drain());
-}
-
 /// A trapped WFI: sleeps until the vCPU has an interrupt to take (or its VM stops). Physical
 /// interrupts wake the pCPU's WFI although PSTATE.I masks them at EL2; they are drained here.
 fn wait_for_interrupt(g: &'static Guest, v: usize) {
@@ -938,110 +912,92 @@ fn send_sgi(g: &Guest, v: usize, value: u64) {
     }
 }
 
-fn handle_exit(
-    g: &'static Guest,
-    v: usize,
-    regs: &mut GuestRegs,
-    reason: ExitReason,
-    far: u64,
-    hpfar: u64,
-) -> Next {
-    match reason {
-        ExitReason::Hvc { .. } => {
-            g.stats.count(Counter::Hvc);
-            psci_call(g, regs)
-        }
-        ExitReason::Smc { .. } => {
-            g.stats.count(Counter::Smc);
-            regs.pc += 4;
-            psci_call(g, regs)
-        }
-        ExitReason::Wfi => {
-            g.stats.count(Counter::Wfi);
-            wait_for_interrupt(g, v);
-            regs.pc += 4;
-            Next::Resume
-        }
-        ExitReason::Wfe => {
-            g.stats.count(Counter::Wfe);
-            regs.pc += 4;
-            Next::Resume
-        }
-        ExitReason::SysReg(a) => {
-            g.stats.count(Counter::SysReg);
-            if a.reg == SysReg::ICC_SGI1R_EL1 && !a.read {
-                send_sgi(g, v, regs.get(a.rt));
-                regs.pc += 4;
-            } else if let Some(value) = g.id_regs.read(a.reg).filter(|_| a.read) {
-                regs.set(a.rt, value);
-                regs.pc += 4;
-            } else if let Some(reg) =
-                TimerReg::decode(a.reg).filter(|&r| a.read || r != TimerReg::Count)
-            {
-                ptimer_access(g, v, reg, a.rt, a.read, regs);
-                regs.pc += 4;
-            } else {
-                log_once(
-                    g,
-                    1,
-                    format_args!(
-                        "{}: vCPU {v}: {} of {} at {:#x} is not emulated: UNDEFINED injected",
-                        g.name,
-                        if a.read { "MRS" } else { "MSR" },
-                        a.reg,
-                        regs.pc
-                    ),
-                );
-                inject(g, regs, Injection::Undefined);
+impl VmEnv for Guest {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn count(&self, c: Counter) {
+        self.stats.count(c);
+    }
+    fn power(&self) -> &VmPower {
+        &self.power
+    }
+    fn wake_starters(&self) {
+        sev();
+    }
+    fn id_regs(&self) -> &GuestIdRegs {
+        &self.id_regs
+    }
+    fn send_sgi(&self, v: usize, value: u64) {
+        send_sgi(self, v, value);
+    }
+    /// Then the timer's line and deadline follow.
+    fn ptimer_access(&self, v: usize, reg: TimerReg, write: Option<u64>) -> u64 {
+        let now = guest_counter(self);
+        let mut dev = self.devices.lock();
+        let value = match write {
+            Some(x) => {
+                dev.ptimers[v].write(reg, x, now);
+                0
             }
-            Next::Resume
+            None => dev.ptimers[v].read(reg, now),
+        };
+        drop(dev);
+        ptimer_update(self, v);
+        value
+    }
+    fn is_guest_memory(&self, ipa: Ipa) -> bool {
+        self.mem.is_guest_memory(ipa)
+    }
+    fn is_backed(&self, ipa: Ipa) -> bool {
+        self.mem.backing(ipa) != GuestPage::NoPage
+    }
+    fn restored(&self) -> bool {
+        self.boot.is_none()
+    }
+    fn stage2_fault(&self, ipa: Ipa, access: Access) -> Result<FaultOutcome, FaultError> {
+        prefer_block(self, ipa.raw());
+        self.mem
+            .handle_fault(frames(), &mut HwFrameData, ipa, access)
+    }
+    fn device_at(&self, ipa: Ipa) -> Option<(DeviceKind, u64)> {
+        self.map.lookup(ipa)
+    }
+    fn device_access(
+        &self,
+        v: usize,
+        kind: DeviceKind,
+        access: MmioAccess,
+    ) -> (Option<Result<u64, MmioError>>, Option<usize>) {
+        self.devices.lock().access(v, kind, access, &self.input)
+    }
+    fn kick(&self, v: usize) {
+        guest_irq::kick(self.first_pcpu + v);
+    }
+    fn take_physical_irqs(&self, v: usize) {
+        deliver(self, v, guest_irq::drain());
+    }
+    fn log(&self, level: Level, args: core::fmt::Arguments<'_>) {
+        match level {
+            Level::Info => log::info!("{args}"),
+            Level::Warn => log::warn!("{args}"),
+            Level::Error => log::error!("{args}"),
         }
-        ExitReason::Abort(a) => abort(g, v, regs, a, far, hpfar),
-        ExitReason::Irq => {
-            irq_exit(g, v);
-            Next::Resume
+    }
+    fn log_once(&self, which: step::Once, args: core::fmt::Arguments<'_>) {
+        if which == step::Once::AbortOnRam {
+            // Always an error: the hypervisor's own bug.
+            if !self.logged[which as usize].swap(true, Ordering::Relaxed) {
+                log::error!("{args}");
+            }
+            return;
         }
-        ExitReason::Fiq => {
-            g.stats.count(Counter::Fiq);
-            Next::Resume
-        }
-        ExitReason::SError { esr } => {
-            g.stats.count(Counter::SError);
-            log_once(
-                g,
-                2,
-                format_args!(
-                    "{}: vCPU {v}: SError (ESR {esr:#x}) while the guest ran: virtual SError injected",
-                    g.name
-                ),
-            );
-            // The error belongs to what the guest did (a write to a device that failed
-            // later): it is the guest's to handle, as on hardware, through a virtual SError
-            // (HCR_EL2.VSE, taken once the guest unmasks SErrors; the PE clears the bit).
-            const HCR_VSE: u64 = 1 << 8;
-            let hcr = read_sysreg!("hcr_el2") | HCR_VSE;
-            // SAFETY: only this vCPU's pending virtual SError changes; HCR_EL2's other bits are
-            // written back as they were.
-            unsafe { write_sysreg!("hcr_el2", hcr) };
-            Next::Resume
-        }
-        ExitReason::Other { ec } => {
-            log_once(
-                g,
-                1,
-                format_args!(
-                    "{}: vCPU {v}: exception class {ec:#x} ({}) at {:#x}: UNDEFINED injected",
-                    g.name,
-                    crate::esr::ec_name(ec),
-                    regs.pc
-                ),
-            );
-            inject(g, regs, Injection::Undefined);
-            Next::Resume
-        }
+        log_once(self, which as usize, args);
     }
 }
 
+/// A message logged the first time `which` happens in `g`: an error while the guest has not
+/// printed anything yet (it may never), a warning after.
 fn log_once(g: &Guest, which: usize, args: core::fmt::Arguments<'_>) {
     if g.logged[which].swap(true, Ordering::Relaxed) {
         return;
@@ -1060,108 +1016,6 @@ fn log_once(g: &Guest, which: usize, args: core::fmt::Arguments<'_>) {
     }
 }
 
-fn psci_call(g: &Guest, regs: &mut GuestRegs) -> Next {
-    let out = psci::handle(&g.power, [regs.x[0], regs.x[1], regs.x[2], regs.x[3]]);
-    regs.x[0] = out.x0;
-    match out.action {
-        PsciAction::None => Next::Resume,
-        PsciAction::StartVcpu {
-            vcpu,
-            entry,
-            context,
-        } => {
-            if g.power.request_start(vcpu, StartRequest { entry, context }) {
-                sev();
-            } else {
-                regs.x[0] = PsciError::AlreadyOn.to_x0();
-            }
-            Next::Resume
-        }
-        PsciAction::StopSelf => Next::StopVcpu,
-        PsciAction::SystemOff => {
-            log::info!("{}: PSCI SYSTEM_OFF", g.name);
-            Next::StopVm
-        }
-        PsciAction::SystemReset => {
-            log::info!("{}: PSCI SYSTEM_RESET", g.name);
-            Next::ResetVm
-        }
-    }
-}
-
-fn in_ram(g: &Guest, ipa: u64) -> bool {
-    g.mem.is_guest_memory(Ipa::new(ipa))
-}
-
-fn abort(g: &Guest, v: usize, regs: &mut GuestRegs, a: exit::Abort, far: u64, hpfar: u64) -> Next {
-    let ipa = exit::fault_ipa(hpfar, far);
-    if a.is_stage2_fault() && in_ram(g, ipa) {
-        // A fault on the guest's own stage-1 table walk counts as a write: the walker may
-        // update descriptors (hardware Access flag and dirty state) and need not say so in
-        // WnR; mapped read-only (as a read fault is while dirty logging), the page tables
-        // would fault again forever. KVM treats these faults the same way.
-        let access = if a.write || a.s1ptw {
-            Access::Write
-        } else {
-            Access::Read
-        };
-        prefer_block(g, ipa);
-        return match g
-            .mem
-            .handle_fault(frames(), &mut HwFrameData, Ipa::new(ipa), access)
-        {
-            Ok(FaultOutcome::Mapped { .. }) => {
-                g.stats.count(Counter::Stage2Mapped);
-                Next::Resume
-            }
-            Ok(FaultOutcome::Retry) => {
-                g.stats.count(Counter::Stage2Retry);
-                Next::Resume
-            }
-            Ok(other) => {
-                unhandled_abort(g, v, regs, a, far, ipa, format_args!("{other:?}"));
-                Next::Resume
-            }
-            Err(e) => {
-                log::error!("{}: vCPU {v}: {e}; stopping the VM", g.name);
-                Next::StopVm
-            }
-        };
-    }
-    if a.data
-        && a.is_stage2_fault()
-        && let Some((kind, offset)) = g.map.lookup(Ipa::new(ipa))
-    {
-        return mmio(g, v, regs, a, far, ipa, kind, offset);
-    }
-    let fsc = a.fsc;
-    if in_ram(g, ipa) {
-        unhandled_abort(
-            g,
-            v,
-            regs,
-            a,
-            far,
-            ipa,
-            format_args!(
-                "{} (FSC {fsc:#04x}) on guest RAM, not a fault the hypervisor resolves",
-                crate::esr::fsc_name(fsc)
-            ),
-        );
-    } else {
-        unhandled_abort(
-            g,
-            v,
-            regs,
-            a,
-            far,
-            ipa,
-            format_args!("nothing is mapped there"),
-        );
-    }
-    Next::Resume
-}
-
 /// On a first touch of an untouched 2 MiB block of guest RAM, backs the whole block with one
 /// aligned run so the fault path can map it with one block entry. Best effort: without a free
 /// run, or with a page of the block already backed, the fault path populates the single page.
@@ -1172,142 +1026,4 @@ fn prefer_block(g: &Guest, ipa: u64) {
 /// Backs the untouched 2 MiB block of guest memory holding `ipa`, if it is one (best effort).
 fn donate_block(mem: &crate::mm::vm::Vm<HwPhysMem, HwTlb>, ipa: u64) {
     let _ = mem.populate_block(frames(), Ipa::new(ipa));
-}
-
-#[allow(clippy::too_many_arguments)]
-fn mmio(
-    g: &Guest,
-    v: usize,
-    regs: &mut GuestRegs,
-    a: exit::Abort,
-    far: u64,
-    ipa: u64,
-    kind: DeviceKind,
-    offset: u64,
-) -> Next {
-    let d = match DataAbort::decode(a.esr) {
-        Ok(d) => d,
-        Err(e) => {
-            log::warn!(
-                "{}: vCPU {v}: access to emulated device at IPA {ipa:#x} (PC {:#x}): {e}; abort injected",
-                g.name,
-                regs.pc
-            );
-            g.stats.count(Counter::AbortInjected);
-            inject(
-                g,
-                regs,
-                Injection::DataAbort {
-                    far,
-                    write: a.write,
-                },
-            );
-            return Next::Resume;
-        }
-    };
-    let access = d.access(offset, regs.get(d.reg.index()));
-    let (result, kick) = g.devices.lock().access(v, kind, access, &g.input);
-    if let Some(t) = kick.filter(|&t| t != v) {
-        guest_irq::kick(g.first_pcpu + t);
-    }
-    match result {
-        Some(Ok(value)) => {
-            g.stats.count(Counter::Mmio);
-            if let Some(r) = d.load_result(value) {
-                regs.set(d.reg.index(), r);
-            }
-            regs.pc += 4;
-        }
-        Some(Err(e)) => {
-            unhandled_abort(g, v, regs, a, far, ipa, format_args!("{e}"));
-        }
-        None => {
-            unhandled_abort(
-                g,
-                v,
-                regs,
-                a,
-                far,
-                ipa,
-                format_args!("the VM has no such device"),
-            );
-        }
-    }
-    Next::Resume
-}
-
-fn unhandled_abort(
-    g: &Guest,
-    v: usize,
-    regs: &mut GuestRegs,
-    a: exit::Abort,
-    far: u64,
-    ipa: u64,
-    why: core::fmt::Arguments<'_>,
-) {
-    g.stats.count(Counter::AbortInjected);
-    // The VM's own populated RAM must always be reachable: an abort for it (a restored page,
-    // a migrated one) is a hypervisor bug, never the guest's.
-    if in_ram(g, ipa)
-        && g.mem.backing(Ipa::new(ipa & !(PAGE_SIZE - 1))) != GuestPage::NoPage
-        && !g.logged[3].swap(true, Ordering::Relaxed)
-    {
-        log::error!(
-            "{}: vCPU {v}: hypervisor bug: an abort is injected for IPA {ipa:#x}, a populated page \
-             of the VM's own RAM{} (logged once per VM)",
-            g.name,
-            if g.boot.is_none() {
-                ", restored from its snapshot"
-            } else {
-                ""
-            }
-        );
-    }
-    log_once(
-        g,
-        0,
-        format_args!(
-            "{}: vCPU {v}: {} at VA {far:#x} (IPA {ipa:#x}, PC {:#x}): {why}; external abort injected",
-            g.name,
-            if a.data {
-                if a.write {
-                    "data abort, write"
-                } else {
-                    "data abort, read"
-                }
-            } else {
-                "instruction abort, fetch"
-            },
-            regs.pc
-        ),
-    );
-    let what = if a.data {
-        Injection::DataAbort {
-            far,
-            write: a.write,
-        }
-    } else {
-        Injection::InstructionAbort { far }
-    };
-    inject(g, regs, what);
-}
-
-/// Makes the vCPU take `what` at EL1 on its next entry.
-fn inject(g: &Guest, regs: &mut GuestRegs, what: Injection) {
-    if what == Injection::Undefined {
-        g.stats.count(Counter::UndefInjected);
-    }
-    let e = inject::take(what, regs.pc, regs.pstate, read_sysreg!("vbar_el1"));
-    // SAFETY: the EL1 registers are the pinned vCPU's (live in hardware); this is the state
-    // the architecture's exception entry would leave in them.
-    unsafe {
-        write_sysreg!("esr_el1", e.esr);
-        if let Some(far) = e.far {
-            write_sysreg!("far_el1", far);
-        }
-        write_sysreg!("elr_el1", e.elr);
-        write_sysreg!("spsr_el1", e.spsr);
-    }
-    regs.pc = e.pc;
-    regs.pstate = e.pstate;
 }

@@ -52,6 +52,54 @@ impl GuestRegs {
     }
 }
 
+/// The vCPU running on this pCPU, as `vm::step` drives it: its saved registers, and its EL1
+/// exception registers and HCR_EL2, live in hardware while it is pinned here.
+pub struct HwVcpu<'a>(pub &'a mut GuestRegs);
+
+impl crate::vm::step::VcpuHw for HwVcpu<'_> {
+    fn gpr(&self, n: u8) -> u64 {
+        self.0.get(n)
+    }
+    fn set_gpr(&mut self, n: u8, value: u64) {
+        self.0.set(n, value);
+    }
+    fn pc(&self) -> u64 {
+        self.0.pc
+    }
+    fn set_pc(&mut self, pc: u64) {
+        self.0.pc = pc;
+    }
+    fn pstate(&self) -> u64 {
+        self.0.pstate
+    }
+    fn set_pstate(&mut self, pstate: u64) {
+        self.0.pstate = pstate;
+    }
+    fn vbar_el1(&self) -> u64 {
+        read_sysreg!("vbar_el1")
+    }
+    fn set_el1_exception(&mut self, e: &crate::vm::inject::El1Entry) {
+        // SAFETY: the EL1 registers are the pinned vCPU's (live in hardware); this is the
+        // state the architecture's exception entry would leave in them.
+        unsafe {
+            write_sysreg!("esr_el1", e.esr);
+            if let Some(far) = e.far {
+                write_sysreg!("far_el1", far);
+            }
+            write_sysreg!("elr_el1", e.elr);
+            write_sysreg!("spsr_el1", e.spsr);
+        }
+    }
+    fn pend_virtual_serror(&mut self) {
+        // HCR_EL2.VSE: taken once the guest unmasks SErrors; the PE clears the bit.
+        const HCR_VSE: u64 = 1 << 8;
+        let hcr = read_sysreg!("hcr_el2") | HCR_VSE;
+        // SAFETY: only this vCPU's pending virtual SError changes; HCR_EL2's other bits are
+        // written back as they were.
+        unsafe { write_sysreg!("hcr_el2", hcr) };
+    }
+}
+
 core::arch::global_asm!(
     r#"
     .section .text.guest_switch, "ax"
