@@ -11,7 +11,8 @@
 //! initramfs does not depend on the kernel.
 
 use crate::apt_sources;
-use crate::workspace::{Workspace, which};
+use crate::host::{is_root, which};
+use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
 use flate2::read::GzDecoder;
 use std::fmt;
@@ -333,7 +334,7 @@ impl Apt {
             options.push(format!("Dir::Etc::SourceParts={}", no_parts.display()));
         }
         // As root apt drops to the `_apt` user to download, which cannot write our directory.
-        if crate::qemu::is_root() {
+        if is_root() {
             options.push("APT::Sandbox::User=root".to_string());
         }
         Ok(Self {

@@ -16,10 +16,14 @@
 //!   less the count `dirty stats` printed at the window's start; pages the storm moved are its
 //!   power-off total scaled by window / run length in guest time (it moves at a fixed rate).
 
-use super::{Figure, Report, guest_lines, run_logged};
+use super::console::{exits, guest_lines};
+use super::logged_run::{deterministic, run_logged};
+use super::report::{Figure, Report};
 use crate::build::{self, Variant};
-use crate::guest::{self, Guest};
-use crate::qemu::{self, Machine};
+use crate::guest::Guest;
+use crate::guest_images;
+use crate::machine::Machine;
+use crate::qemu_bin::find_qemu;
 use crate::size::Size;
 use crate::workspace::Workspace;
 use anyhow::{Context, Result, bail};
@@ -68,10 +72,10 @@ fn runs(window_start_ms: u64) -> [Run; 4] {
 const WINDOW_MS: (u64, u64) = (1300, 1500);
 
 pub(super) fn run(ws: &Workspace, report: &mut Report) -> Result<()> {
-    let qemu_bin = qemu::find_qemu()?;
+    let qemu_bin = find_qemu()?;
     let hyp = build::build_hyp(ws, &Variant::new(Vec::new()), true)?;
     let guest = Guest {
-        images: guest::bare_metal(ws, GUEST)?,
+        images: guest_images::bare_metal(ws, GUEST)?,
         cpus: 1,
         mem: Size::from_mib(GUEST_MEM_MIB),
         append: String::new(),
@@ -85,7 +89,7 @@ pub(super) fn run(ws: &Workspace, report: &mut Report) -> Result<()> {
             hyp_args: r.hyp_args.clone(),
             ..Machine::new(hyp.bin.clone())
         };
-        super::deterministic(&mut m);
+        deterministic(&mut m);
         guest.add_to(
             &qemu_bin,
             &mut m,
@@ -238,7 +242,7 @@ fn harvested_pages(output: &str) -> Option<u64> {
 
 /// A `key=N` count of the first VM's power-off line.
 fn power_off_count(output: &str, key: &str) -> Option<u64> {
-    super::exits(output)
+    exits(output)
         .into_iter()
         .find(|(k, _)| k == key)
         .map(|(_, n)| n)

@@ -23,11 +23,14 @@
 //! time, one a core: live, shell snapshot, shell restore in one thread; coherent and its
 //! restore in the other.
 
-use super::{Figure, Input, Report, run_logged_within};
+use super::logged_run::{Input, deterministic, run_logged_within};
+use super::report::{Figure, Report};
 use crate::build::{self, Variant};
 use crate::debian;
 use crate::guest::{self, Guest};
-use crate::qemu::{self, Machine};
+use crate::guest_images;
+use crate::machine::Machine;
+use crate::qemu_bin::find_qemu;
 use crate::size::Size;
 use crate::snapshot::Restore;
 use crate::workspace::Workspace;
@@ -80,13 +83,13 @@ struct Taken {
 }
 
 pub(super) fn run(ws: &Workspace, report: &mut Report) -> Result<()> {
-    let qemu_bin = qemu::find_qemu()?;
+    let qemu_bin = find_qemu()?;
     let hyp = build::build_hyp(ws, &Variant::new(Vec::new()), true)?;
     let dir = ws.target_dir.join("bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let linux = |recipe: &str, append: &str| -> Result<Guest> {
         Ok(Guest {
-            images: guest::linux(ws, debian::Kernel::default(), recipe)?,
+            images: guest_images::linux(ws, debian::Kernel::default(), recipe)?,
             cpus: CPUS,
             mem: Size::from_mib(MEM_MIB),
             append: append.into(),
@@ -105,7 +108,7 @@ pub(super) fn run(ws: &Workspace, report: &mut Report) -> Result<()> {
             hyp_args: format!("hyp.snapshot={}@{at_ms}{options}", snap.display()),
             ..Machine::new(hyp.bin.clone())
         };
-        super::deterministic(&mut m);
+        deterministic(&mut m);
         guest.add_to(&qemu_bin, &mut m, &dir.join(format!("snapshot-{name}.dtb")))?;
         Ok(m)
     };
@@ -126,7 +129,7 @@ pub(super) fn run(ws: &Workspace, report: &mut Report) -> Result<()> {
             mem: guest::machine_mem(&domain),
             ..Machine::new(hyp.bin.clone())
         };
-        super::deterministic(&mut m);
+        deterministic(&mut m);
         guest::add_domain(
             &domain,
             &qemu_bin,
