@@ -30,18 +30,19 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::Mutex;
 
 use crate::mm::addr::{Gfn, Ipa, PAGE_SHIFT, PAGE_SIZE, Pa, Pfn};
-use crate::mm::bugs::bug;
-use crate::mm::descriptor::{LeafAttrs, Level, S2Perms};
 use crate::mm::dirty::{DirtyLog, DirtyObserver};
-use crate::mm::ownership::{
-    FrameData, FrameTable, GuestMap, GuestPage, Invalidate, Op, OwnershipError, VmId,
-};
+use crate::mm::ownership::{FrameData, FrameTable, GuestMap, GuestPage, OwnershipError, VmId};
 use crate::mm::phys::{PhysMem, TableAlloc};
-use crate::mm::stage2::{MapFlags, Stage2, Stage2Config, Stage2Error, Vmid};
+use crate::mm::stage2::{Stage2, Stage2Config, Stage2Error, Vmid};
 use crate::mm::tlb::Tlb;
 
 mod dirty_log;
 pub mod fault;
+mod maintenance;
+mod notifier;
+mod transitions;
+
+pub use notifier::Notifier;
 
 /// Pages in a 2 MiB block.
 pub const BLOCK_PAGES: u64 = 512;
@@ -353,284 +354,6 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
         Notifier { vm: self }
     }
 
-    // ---- Ownership transitions, with the VM's side run through the notifier. ----
-
-    /// Moves hypervisor frames `[pa, pa + len)` to this VM at `[ipa, ipa + len)`.
-    ///
-    /// # Errors
-    /// See [`FrameTable::donate_to_guest`].
-    pub fn donate(
-        &self,
-        frames: &Mutex<FrameTable>,
-        pa: Pa,
-        ipa: Ipa,
-        len: u64,
-    ) -> Result<(), OwnershipError> {
-        let mut f = frames.lock();
-        let n = pages_of(Op::Donate, ipa, len)?;
-        f.donate_to_guest(
-            &mut self.backing.lock(),
-            Pfn::containing(pa),
-            Gfn::containing(ipa),
-            n,
-        )
-    }
-
-    /// Backs the untouched 2 MiB block of guest memory around `ipa` with one aligned run of
-    /// frames, so the fault path maps it with one block entry; returns the run's first frame.
-    ///
-    /// # Errors
-    /// See [`FrameTable::populate_run`]: the block is not wholly inside one region, a page of
-    /// it is backed already, or no free aligned run is left (the fault path then populates
-    /// the single page).
-    pub fn populate_block(
-        &self,
-        frames: &Mutex<FrameTable>,
-        ipa: Ipa,
-    ) -> Result<Pfn, OwnershipError> {
-        let gfn = Gfn::new(Gfn::containing(ipa).raw() & !(BLOCK_PAGES - 1));
-        let mut f = frames.lock();
-        f.populate_run(&mut self.backing.lock(), gfn, BLOCK_PAGES)
-    }
-
-    /// Lets this VM access hypervisor frames `[pa, pa + len)` at `[ipa, ipa + len)`.
-    ///
-    /// # Errors
-    /// See [`FrameTable::share_with_guest`].
-    pub fn share(
-        &self,
-        frames: &Mutex<FrameTable>,
-        pa: Pa,
-        ipa: Ipa,
-        len: u64,
-        writable: bool,
-    ) -> Result<(), OwnershipError> {
-        let mut f = frames.lock();
-        let n = pages_of(Op::Share, ipa, len)?;
-        let g = Gfn::containing(ipa);
-        f.share_with_guest(
-            &mut self.backing.lock(),
-            Pfn::containing(pa),
-            g,
-            n,
-            writable,
-        )
-    }
-
-    /// Takes back the shared frames at `[ipa, ipa + len)`.
-    ///
-    /// # Errors
-    /// See [`FrameTable::unshare_from_guest`]; `OutOfMemory` if no table frame can be reserved.
-    pub fn unshare(
-        &self,
-        frames: &Mutex<FrameTable>,
-        data: &mut dyn FrameData,
-        ipa: Ipa,
-        len: u64,
-    ) -> Result<(), OwnershipError> {
-        let mut f = frames.lock();
-        let n = pages_of(Op::Unshare, ipa, len)?;
-        self.refill_tables(&mut f, data)?;
-        let g = Gfn::containing(ipa);
-        f.unshare_from_guest(&mut self.backing.lock(), g, n, &mut self.notifier())
-    }
-
-    /// Frees the pages at `[ipa, ipa + len)` (zeroed; the guest sees zero pages if it touches
-    /// them again).
-    ///
-    /// # Errors
-    /// See [`FrameTable::reclaim`]; `OutOfMemory` if no table frame can be reserved.
-    pub fn reclaim(
-        &self,
-        frames: &Mutex<FrameTable>,
-        data: &mut dyn FrameData,
-        ipa: Ipa,
-        len: u64,
-    ) -> Result<(), OwnershipError> {
-        let mut f = frames.lock();
-        let n = pages_of(Op::Reclaim, ipa, len)?;
-        self.refill_tables(&mut f, data)?;
-        let g = Gfn::containing(ipa);
-        f.reclaim(&mut self.backing.lock(), g, n, &mut self.notifier(), data)
-    }
-
-    /// Moves the page at `ipa` to another frame; returns the new frame's address.
-    ///
-    /// # Errors
-    /// See [`FrameTable::migrate`]; `OutOfMemory` if no table frame can be reserved.
-    pub fn migrate(
-        &self,
-        frames: &Mutex<FrameTable>,
-        data: &mut dyn FrameData,
-        ipa: Ipa,
-    ) -> Result<Pa, OwnershipError> {
-        let mut f = frames.lock();
-        self.refill_tables(&mut f, data)?;
-        let g = Gfn::containing(ipa);
-        f.migrate(&mut self.backing.lock(), g, &mut self.notifier(), data)
-            .map(Pfn::base)
-    }
-
-    /// Pins the page at `ipa` (long-term, e.g. for DMA); returns its frame's address.
-    ///
-    /// # Errors
-    /// See [`FrameTable::pin`].
-    pub fn pin(&self, frames: &Mutex<FrameTable>, ipa: Ipa) -> Result<Pa, OwnershipError> {
-        let mut f = frames.lock();
-        f.pin(&self.backing.lock(), Gfn::containing(ipa))
-            .map(Pfn::base)
-    }
-
-    /// Drops a pin taken by [`Vm::pin`].
-    ///
-    /// # Errors
-    /// See [`FrameTable::unpin`].
-    pub fn unpin(&self, frames: &Mutex<FrameTable>, ipa: Ipa) -> Result<Pa, OwnershipError> {
-        let mut f = frames.lock();
-        f.unpin(&self.backing.lock(), Gfn::containing(ipa))
-            .map(Pfn::base)
-    }
-
-    // ---- Stage-2 maintenance that keeps the guest map unchanged. ----
-
-    /// Maps every backed page of `[ipa, ipa + len)` (pre-faulting): 2 MiB blocks where the
-    /// backing and alignment allow and the region is not logged; read-only in logged regions;
-    /// ranges being invalidated are skipped.
-    ///
-    /// # Errors
-    /// `BadRange`, `NotGuestMemory`, `OutOfMemory`.
-    pub fn map_range(
-        &self,
-        frames: &Mutex<FrameTable>,
-        data: &mut dyn FrameData,
-        ipa: Ipa,
-        len: u64,
-    ) -> Result<(), MmuError> {
-        let (_, gfn, n) = self.region_range(ipa, len)?;
-        let f = &mut *frames.lock();
-        let backing = self.backing.lock();
-        let mut mmu = self.mmu.lock();
-        let mut g = gfn.raw();
-        while g < gfn.raw() + n {
-            self.refill_tables(f, data)
-                .map_err(|_| MmuError::OutOfMemory)?;
-            let page = backing.get(Gfn::new(g));
-            let Some(pfn) = page.pfn() else {
-                g += 1;
-                continue;
-            };
-            let logging = mmu.dirty.is_logging(Gfn::new(g));
-            let block = if logging {
-                None
-            } else {
-                block_backing(&backing, Gfn::new(g))
-            };
-            let (start, pages, pa) = match block {
-                Some(base) => (g & !(BLOCK_PAGES - 1), BLOCK_PAGES, base),
-                None => (g, 1, pfn),
-            };
-            if !mmu.inval.overlaps(start, start + pages) {
-                let perms = if page.writable() && !logging {
-                    S2Perms::RWX
-                } else {
-                    S2Perms::RX
-                };
-                let flags = if block.is_some() {
-                    MapFlags::BLOCKS
-                } else {
-                    MapFlags::PAGES_ONLY
-                };
-                let (ipa, len) = gfn_ipa(Gfn::new(start), pages);
-                mmu.s2.map(
-                    &mut self.table_alloc(),
-                    ipa,
-                    pa.base(),
-                    len,
-                    LeafAttrs::normal(perms),
-                    flags,
-                )?;
-            }
-            g = start + pages;
-        }
-        Ok(())
-    }
-
-    /// Removes the translations of `[ipa, ipa + len)` (they fault back in). Ownership is unchanged.
-    ///
-    /// # Errors
-    /// `BadRange`, `NotGuestMemory`, `OutOfMemory` (splitting a block at an end).
-    pub fn unmap_range(
-        &self,
-        frames: &Mutex<FrameTable>,
-        data: &mut dyn FrameData,
-        ipa: Ipa,
-        len: u64,
-    ) -> Result<(), MmuError> {
-        self.region_range(ipa, len)?;
-        self.refill_tables(&mut frames.lock(), data)
-            .map_err(|_| MmuError::OutOfMemory)?;
-        let mut mmu = self.mmu.lock();
-        Ok(mmu.s2.unmap(&mut self.table_alloc(), ipa, len)?)
-    }
-
-    /// Removes write permission from `[ipa, ipa + len)`.
-    ///
-    /// # Errors
-    /// As [`Vm::unmap_range`].
-    pub fn write_protect_range(
-        &self,
-        frames: &Mutex<FrameTable>,
-        data: &mut dyn FrameData,
-        ipa: Ipa,
-        len: u64,
-    ) -> Result<(), MmuError> {
-        self.region_range(ipa, len)?;
-        self.refill_tables(&mut frames.lock(), data)
-            .map_err(|_| MmuError::OutOfMemory)?;
-        let mut mmu = self.mmu.lock();
-        Ok(mmu.s2.write_protect(&mut self.table_alloc(), ipa, len)?)
-    }
-
-    /// Splits blocks in `[ipa, ipa + len)` into 4 KiB pages.
-    ///
-    /// # Errors
-    /// As [`Vm::unmap_range`].
-    pub fn split_range(
-        &self,
-        frames: &Mutex<FrameTable>,
-        ipa: Ipa,
-        len: u64,
-    ) -> Result<(), MmuError> {
-        self.region_range(ipa, len)?;
-        let mut f = frames.lock();
-        let pages = len >> PAGE_SHIFT;
-        // One table per 2 MiB block split, plus one per 1 GiB block.
-        let need = (pages.div_ceil(BLOCK_PAGES) + 2) as usize;
-        {
-            let mut cache = self.tables.lock();
-            while cache.len() < need + TABLE_RESERVE {
-                cache.push(f.hyp_alloc().map_err(|_| MmuError::OutOfMemory)?.base());
-            }
-        }
-        drop(f);
-        let mut mmu = self.mmu.lock();
-        Ok(mmu.s2.split(&mut self.table_alloc(), ipa, len, Level::L3)?)
-    }
-
-    /// Collapses tables of uniform pages in `[ipa, ipa + len)` into blocks; logged regions are
-    /// left alone (they are tracked per 4 KiB page). Returns how many tables went.
-    ///
-    /// # Errors
-    /// `BadRange`, `NotGuestMemory`.
-    pub fn collapse_range(&self, ipa: Ipa, len: u64) -> Result<usize, MmuError> {
-        let (region, ..) = self.region_range(ipa, len)?;
-        let mut mmu = self.mmu.lock();
-        if mmu.dirty.region_logging(region) {
-            return Ok(0);
-        }
-        Ok(mmu.s2.collapse(&mut self.table_alloc(), ipa, len)?)
-    }
-
     /// Gives back every page: reclaims owned pages (a whole 2 MiB block in one transition where
     /// one is owned), unshares borrowed ones. Used to reset and to destroy a VM.
     ///
@@ -760,13 +483,6 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
     }
 }
 
-fn pages_of(op: Op, ipa: Ipa, len: u64) -> Result<u64, OwnershipError> {
-    if len == 0 || !ipa.is_aligned(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
-        return Err(OwnershipError::BadRange { op });
-    }
-    Ok(len >> PAGE_SHIFT)
-}
-
 /// The first frame of a 2 MiB block that may map the aligned block around `gfn`: every page of
 /// it owned by the VM, in one region, backed by physically contiguous frames starting 2 MiB
 /// aligned. Checked under the ownership lock; a later change to those pages goes through an
@@ -787,46 +503,4 @@ fn block_backing(backing: &GuestMap, gfn: Gfn) -> Option<Pfn> {
             backing.get(Gfn::new(start.raw() + i)) == GuestPage::Owned(Pfn::new(base.raw() + i))
         })
         .then_some(base)
-}
-
-/// The MMU-notifier side of a VM, handed to ownership transitions.
-pub struct Notifier<'a, M: PhysMem, T: Tlb> {
-    vm: &'a Vm<M, T>,
-}
-
-impl<M: PhysMem, T: Tlb> Invalidate for Notifier<'_, M, T> {
-    fn begin(&mut self, gfn: Gfn, pages: u64) {
-        let vm = self.vm;
-        let mut mmu = vm.mmu.lock();
-        let inv = &mut mmu.inval;
-        let (start, end) = (gfn.raw(), gfn.raw() + pages);
-        if inv.active == 0 {
-            (inv.start, inv.end) = (start, end);
-        } else {
-            (inv.start, inv.end) = (inv.start.min(start), inv.end.max(end));
-        }
-        inv.active += 1;
-        vm.seq.fetch_add(1, Ordering::AcqRel);
-        // The primary side is about to change these pages (reclaim zeroes them): a snapshot
-        // must copy them again.
-        for g in start..end {
-            mmu.dirty.mark(Gfn::new(g));
-        }
-        if !bug!(skip_invalidate_unmap) {
-            let (ipa, len) = gfn_ipa(gfn, pages);
-            mmu.s2
-                .unmap(&mut vm.table_alloc(), ipa, len)
-                .expect("table frames are reserved before an invalidation");
-        }
-    }
-
-    fn end(&mut self, _gfn: Gfn, _pages: u64) {
-        let mut mmu = self.vm.mmu.lock();
-        self.vm.seq.fetch_add(1, Ordering::AcqRel);
-        debug_assert!(mmu.inval.active > 0, "invalidate end without begin");
-        mmu.inval.active -= 1;
-        if mmu.inval.active == 0 {
-            mmu.inval = Invalidations::default();
-        }
-    }
 }
