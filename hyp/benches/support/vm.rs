@@ -57,7 +57,7 @@ fn config() -> Stage2Config {
 fn world(donated: bool) -> World {
     let base = Pfn::containing(Pa::new(RAM_BASE));
     let mut frames = FrameTable::new(base, PAGES + SPARE_FRAMES);
-    let run = donated.then(|| frames.hyp_alloc_run(PAGES).unwrap());
+    let run = donated.then(|| frames.hyp_alloc_run(PAGES, &mut NoData).unwrap());
     // Where tables can be: anywhere in RAM when faults populate frames from the same free
     // list; only past the donated GiB otherwise.
     let tables = if donated {
@@ -172,7 +172,7 @@ pub fn enable_then_faults(runs: usize, eager: bool, n: u64) -> (Duration, Durati
         let t0 = Instant::now();
         w.vm.enable_dirty_log(&w.frames, &mut NoData, 0).unwrap();
         if eager {
-            w.vm.split_range(&w.frames, ipa, len).unwrap();
+            w.vm.split_range(&w.frames, &mut NoData, ipa, len).unwrap();
         }
         enable = enable.min(t0.elapsed());
         for i in 0..n {

@@ -196,14 +196,8 @@ pub fn create_all(
             heap_bytes >> 10
         ),
     }
-    // The pool is zeroed frame by frame as the ownership layer first hands frames out.
-    FRAMES.call_once(|| {
-        Mutex::new(FrameTable::new_unzeroed(
-            Pfn::containing(base),
-            pool,
-            zero_pool_frames,
-        ))
-    });
+    // The pool is zeroed (through HwFrameData) as the ownership layer first hands frames out.
+    FRAMES.call_once(|| Mutex::new(FrameTable::new_unzeroed(Pfn::containing(base), pool)));
     log::info!(
         "guest memory pool: {} frames at {} ({} MiB), stage 2: {}-bit IPA, {}-bit VMIDs",
         pool,
@@ -258,17 +252,6 @@ pub fn create_all(
     monitor::init(GUESTS.get().expect("just set"), machine.chosen.bootargs);
     sev();
     n
-}
-
-/// Zeroes pool frames the first time they are handed out, and cleans them to the point of
-/// coherency: a guest with its MMU off reads memory, not our cache, and must not see what the
-/// frame held before (another VM's data, or the hypervisor's).
-fn zero_pool_frames(first: Pfn, count: u64) {
-    let (at, len) = (first.base().raw(), count * PAGE_SIZE);
-    // SAFETY: the ownership layer zeroes only frames of the pool it owns, not yet handed to
-    // anyone; the pool is RAM mapped read-write at EL2.
-    unsafe { super::memops::zero(at, len) };
-    clean_dcache_range(at, len);
 }
 
 /// Why a domain could not be created.
@@ -511,7 +494,7 @@ fn populate(
             _ => {
                 let pfn = frames()
                     .lock()
-                    .hyp_alloc()
+                    .hyp_alloc(&mut HwFrameData)
                     .map_err(CreateError::Ownership)?;
                 mem.donate(frames(), pfn.base(), Ipa::new(page), PAGE_SIZE)
                     .map_err(CreateError::Ownership)?;
@@ -1025,5 +1008,5 @@ fn prefer_block(g: &Guest, ipa: u64) {
 
 /// Backs the untouched 2 MiB block of guest memory holding `ipa`, if it is one (best effort).
 fn donate_block(mem: &crate::mm::vm::Vm<HwPhysMem, HwTlb>, ipa: u64) {
-    let _ = mem.populate_block(frames(), Ipa::new(ipa));
+    let _ = mem.populate_block(frames(), &mut HwFrameData, Ipa::new(ipa));
 }

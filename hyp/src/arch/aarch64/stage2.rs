@@ -171,6 +171,16 @@ impl FrameData for HwFrameData {
         unsafe { super::memops::zero(at, PAGE_SIZE) };
         clean_dcache_range(at, PAGE_SIZE);
     }
+    /// Zeroes a run of frames the first time they are handed out, and cleans them to the point
+    /// of coherency: a guest with its MMU off reads memory, not our cache, and must not see what
+    /// the frames held before (another VM's data, or the hypervisor's).
+    fn zero_frames(&mut self, first: Pfn, count: u64) {
+        let (at, len) = (first.base().raw(), count * PAGE_SIZE);
+        // SAFETY: the ownership layer zeroes only frames of the pool it owns that no guest can
+        // reach (fresh ones, not yet handed out); the pool is RAM mapped read-write at EL2.
+        unsafe { super::memops::zero(at, len) };
+        clean_dcache_range(at, len);
+    }
     fn copy_frame(&mut self, from: Pfn, to: Pfn) {
         let (src, dst) = (from.base().raw(), to.base().raw());
         // SAFETY: two distinct RAM frames; the ownership layer holds its lock and took every

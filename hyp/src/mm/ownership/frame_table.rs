@@ -23,8 +23,6 @@ pub struct FrameTable {
     pub(super) free_count: u64,
     /// First frame of the fresh tail (`records.len()` when there is none).
     pub(super) fresh: usize,
-    /// Zeroes `count` frames from `pfn`, for the fresh tail.
-    pub(super) zero_fresh: fn(Pfn, u64),
 }
 
 impl FrameTable {
@@ -52,16 +50,16 @@ impl FrameTable {
             free_head: if frames > 0 { 0 } else { NO_NEXT },
             free_count: frames,
             fresh: frames as usize,
-            zero_fresh: |_, _| {},
         }
     }
 
     /// A table for `frames` RAM frames starting at `base`, all free, whose contents are not
-    /// zero yet: `zero(pfn, count)` zeroes frames as they are first handed out.
+    /// zero yet: they are zeroed through [`FrameData::zero_frames`] as they are first handed
+    /// out.
     ///
     /// # Panics
     /// If `frames` does not fit the 32-bit free-list link.
-    pub fn new_unzeroed(base: Pfn, frames: u64, zero: fn(Pfn, u64)) -> Self {
+    pub fn new_unzeroed(base: Pfn, frames: u64) -> Self {
         assert!(
             frames < u64::from(NO_NEXT),
             "frame table too large for its free-list links"
@@ -72,16 +70,15 @@ impl FrameTable {
             free_head: NO_NEXT,
             free_count: frames,
             fresh: 0,
-            zero_fresh: zero,
         }
     }
 
     /// Takes `n` frames from the front of the fresh tail for `owner`, zeroed.
-    pub(super) fn take_fresh(&mut self, n: usize, owner: Owner) -> Pfn {
+    pub(super) fn take_fresh(&mut self, n: usize, owner: Owner, data: &mut dyn FrameData) -> Pfn {
         let first = self.fresh;
         debug_assert!(first + n <= self.records.len());
         let pfn = Pfn::new(self.base.raw() + first as u64);
-        (self.zero_fresh)(pfn, n as u64);
+        data.zero_frames(pfn, n as u64);
         for r in &mut self.records[first..first + n] {
             *r = FrameRecord(0).with_state(FrameState::Owned(owner));
         }
@@ -91,12 +88,12 @@ impl FrameTable {
     }
 
     /// Moves the front of the fresh tail up to frame index `to` onto the free list, zeroed.
-    pub(super) fn retire_fresh(&mut self, to: usize) {
+    pub(super) fn retire_fresh(&mut self, to: usize, data: &mut dyn FrameData) {
         let from = self.fresh;
         if to <= from {
             return;
         }
-        (self.zero_fresh)(Pfn::new(self.base.raw() + from as u64), (to - from) as u64);
+        data.zero_frames(Pfn::new(self.base.raw() + from as u64), (to - from) as u64);
         for i in from..to {
             self.records[i] = FrameRecord::free(self.free_head);
             self.free_head = i as u32;
@@ -137,10 +134,15 @@ impl FrameTable {
     }
 
     /// Takes a free frame off the list and gives it to `owner`.
-    pub(super) fn take_free(&mut self, op: Op, owner: Owner) -> Result<Pfn, OwnershipError> {
+    pub(super) fn take_free(
+        &mut self,
+        op: Op,
+        owner: Owner,
+        data: &mut dyn FrameData,
+    ) -> Result<Pfn, OwnershipError> {
         if self.free_head == NO_NEXT {
             if self.fresh < self.records.len() {
-                return Ok(self.take_fresh(1, owner));
+                return Ok(self.take_fresh(1, owner, data));
             }
             return Err(OwnershipError::OutOfMemory { op });
         }
@@ -213,8 +215,8 @@ impl FrameTable {
     ///
     /// # Errors
     /// `OutOfMemory` if no frame is free.
-    pub fn hyp_alloc(&mut self) -> Result<Pfn, OwnershipError> {
-        self.take_free(Op::HypAlloc, Owner::Hyp)
+    pub fn hyp_alloc(&mut self, data: &mut dyn FrameData) -> Result<Pfn, OwnershipError> {
+        self.take_free(Op::HypAlloc, Owner::Hyp, data)
     }
 
     /// Allocates `n` contiguous free frames aligned to `n` frames for the hypervisor (a
@@ -222,7 +224,11 @@ impl FrameTable {
     ///
     /// # Errors
     /// `BadRange` if `n` is not a power of two; `OutOfMemory` if no aligned free run exists.
-    pub fn hyp_alloc_run(&mut self, n: u64) -> Result<Pfn, OwnershipError> {
+    pub fn hyp_alloc_run(
+        &mut self,
+        n: u64,
+        data: &mut dyn FrameData,
+    ) -> Result<Pfn, OwnershipError> {
         let op = Op::HypAlloc;
         if !n.is_power_of_two() {
             return Err(OwnershipError::BadRange { op });
@@ -231,8 +237,8 @@ impl FrameTable {
         // The fresh tail first: an aligned run cut from it costs no scan.
         let start = (base + self.fresh as u64).div_ceil(n) * n;
         if start + n <= base + self.frames() {
-            self.retire_fresh((start - base) as usize);
-            return Ok(self.take_fresh(n as usize, Owner::Hyp));
+            self.retire_fresh((start - base) as usize, data);
+            return Ok(self.take_fresh(n as usize, Owner::Hyp, data));
         }
         let first = base.div_ceil(n) * n;
         let found = (first..base + self.frames())

@@ -274,10 +274,18 @@ impl fmt::Display for OwnershipError {
     }
 }
 
-/// Access to frame contents, so transitions can zero and copy frames.
+/// Access to frame contents, so transitions can zero and copy frames: the one way the
+/// ownership layer reaches what frames hold (freed frames are zeroed through it, and so are
+/// fresh frames the first time they are handed out).
 pub trait FrameData {
     fn zero_frame(&mut self, pfn: Pfn);
     fn copy_frame(&mut self, from: Pfn, to: Pfn);
+    /// Zeroes `count` frames from `first` (a fresh run); implementations may do it in one go.
+    fn zero_frames(&mut self, first: Pfn, count: u64) {
+        for i in 0..count {
+            self.zero_frame(Pfn::new(first.raw() + i));
+        }
+    }
 }
 
 #[cfg(any(test, feature = "sim", not(target_os = "none")))]

@@ -279,8 +279,8 @@ impl World {
             },
             log,
         };
-        assert_eq!(w.frames.hyp_alloc(), Ok(F));
-        assert_eq!(w.frames.hyp_alloc(), Ok(S));
+        assert_eq!(w.frames.hyp_alloc(&mut NoData), Ok(F));
+        assert_eq!(w.frames.hyp_alloc(&mut NoData), Ok(S));
         let (f, g0, g1) = (&mut w.frames, &mut w.g0, &mut w.g1);
         match (v.f, v.g0, v.g1) {
             (FrameState::Free, P::None, P::None) => f.hyp_free(F, &mut w.data).unwrap(),
@@ -353,7 +353,7 @@ impl World {
         let (f, g0, d) = (&mut self.frames, &mut self.g0, &mut self.data);
         match op {
             Try::HypFree => f.hyp_free(F, d),
-            Try::Populate => f.populate(g0, G).map(drop),
+            Try::Populate => f.populate(g0, G, d).map(drop),
             Try::Donate => f.donate_to_guest(g0, F, G, 1),
             Try::Share => f.share_with_guest(g0, F, G, 1, true),
             Try::Unshare => f.unshare_from_guest(g0, G, 1, &mut inv),
@@ -475,8 +475,8 @@ fn ranges_are_checked_whole_before_any_write() {
     };
     let mut frames = FrameTable::new(F, 2);
     let mut g = GuestMap::new(vm(0), &[(G, 2)]);
-    frames.hyp_alloc().unwrap();
-    frames.hyp_alloc().unwrap();
+    frames.hyp_alloc(&mut NoData).unwrap();
+    frames.hyp_alloc(&mut NoData).unwrap();
     // The second page is outside guest memory: nothing may change for the first.
     let e = frames
         .donate_to_guest(&mut g, F, Gfn::new(G.raw() + 1), 2)
@@ -532,7 +532,7 @@ fn ranges_are_checked_whole_before_any_write() {
 fn pin_count_saturates_with_an_error() {
     let mut frames = FrameTable::new(F, 1);
     let mut g = GuestMap::new(vm(0), &[(G, 1)]);
-    frames.populate(&mut g, G).unwrap();
+    frames.populate(&mut g, G, &mut NoData).unwrap();
     for _ in 0..MAX_PINS {
         frames.pin(&g, G).unwrap();
     }
@@ -568,15 +568,6 @@ fn errors_read_as_sentences() {
     );
 }
 
-std::thread_local! {
-    /// What the unzeroed table under test asked to zero, as (first frame, count).
-    static ZEROED: RefCell<Vec<(u64, u64)>> = const { RefCell::new(Vec::new()) };
-}
-
-fn record_zero(pfn: Pfn, n: u64) {
-    ZEROED.with(|z| z.borrow_mut().push((pfn.raw(), n)));
-}
-
 /// Frame data for tests that only count: nothing is stored.
 struct NoData;
 
@@ -585,40 +576,57 @@ impl FrameData for NoData {
     fn copy_frame(&mut self, _: Pfn, _: Pfn) {}
 }
 
-fn zeroed() -> Vec<(u64, u64)> {
-    ZEROED.with(|z| core::mem::take(&mut *z.borrow_mut()))
+/// Frame data that records which runs it was asked to zero, as (first frame, count).
+#[derive(Default)]
+struct Zeroes(Vec<(u64, u64)>);
+
+impl FrameData for Zeroes {
+    fn zero_frame(&mut self, pfn: Pfn) {
+        self.0.push((pfn.raw(), 1));
+    }
+    fn copy_frame(&mut self, _: Pfn, _: Pfn) {}
+    fn zero_frames(&mut self, first: Pfn, count: u64) {
+        self.0.push((first.raw(), count));
+    }
+}
+
+impl Zeroes {
+    fn take(&mut self) -> Vec<(u64, u64)> {
+        core::mem::take(&mut self.0)
+    }
 }
 
 #[test]
 fn an_unzeroed_table_zeroes_frames_as_it_hands_them_out_and_cuts_runs_from_its_tail() {
     // A base off the run alignment, so cutting a run skips frames.
     let base = 0x1003u64;
-    let mut t = FrameTable::new_unzeroed(Pfn::new(base), 40, record_zero);
+    let mut t = FrameTable::new_unzeroed(Pfn::new(base), 40);
+    let mut z = Zeroes::default();
     t.check_invariants();
     assert_eq!(t.free_frames(), 40);
-    assert!(zeroed().is_empty(), "nothing is zeroed before it is used");
 
     // Single frames come from the tail, each zeroed once.
-    assert_eq!(t.hyp_alloc().unwrap(), Pfn::new(base));
-    assert_eq!(zeroed(), vec![(base, 1)]);
+    assert_eq!(t.hyp_alloc(&mut z).unwrap(), Pfn::new(base));
+    assert_eq!(z.take(), vec![(base, 1)]);
     // An aligned run of 8 starts at 0x1008: the frames skipped (0x1004..0x1008) go to the free
     // list zeroed, the run itself is zeroed as it is handed out.
-    assert_eq!(t.hyp_alloc_run(8).unwrap(), Pfn::new(0x1008));
-    assert_eq!(zeroed(), vec![(0x1004, 4), (0x1008, 8)]);
+    assert_eq!(t.hyp_alloc_run(8, &mut z).unwrap(), Pfn::new(0x1008));
+    assert_eq!(z.take(), vec![(0x1004, 4), (0x1008, 8)]);
     t.check_invariants();
     assert_eq!(t.free_frames(), 40 - 1 - 8);
     // The skipped frames are handed out next, from the free list: no zeroing again.
-    let next = t.hyp_alloc().unwrap().raw();
+    let next = t.hyp_alloc(&mut z).unwrap().raw();
     assert!((0x1004..0x1008).contains(&next), "{next:#x}");
-    assert!(zeroed().is_empty());
+    assert!(z.take().is_empty());
     // A freed frame is zeroed when it is freed (as in a zeroed table), and reused.
-    t.hyp_free(Pfn::new(base), &mut NoData).unwrap();
+    t.hyp_free(Pfn::new(base), &mut z).unwrap();
+    assert_eq!(z.take(), vec![(base, 1)]);
     t.check_invariants();
 
     // Run out: everything is handed out exactly once, then OutOfMemory.
     let mut got = vec![base, next];
     got.extend(0x1008..0x1010);
-    while let Ok(p) = t.hyp_alloc() {
+    while let Ok(p) = t.hyp_alloc(&mut z) {
         got.push(p.raw());
     }
     got.sort_unstable();
@@ -626,7 +634,7 @@ fn an_unzeroed_table_zeroes_frames_as_it_hands_them_out_and_cuts_runs_from_its_t
     assert_eq!(got, (base..base + 40).collect::<Vec<_>>());
     assert_eq!(t.free_frames(), 0);
     assert!(matches!(
-        t.hyp_alloc_run(8),
+        t.hyp_alloc_run(8, &mut z),
         Err(OwnershipError::OutOfMemory { .. })
     ));
     t.check_invariants();

@@ -13,10 +13,15 @@ impl FrameTable {
     ///
     /// # Errors
     /// `NotGuestMemory`, `WrongGuestState` (already backed), `OutOfMemory`.
-    pub fn populate(&mut self, guest: &mut GuestMap, gfn: Gfn) -> Result<Pfn, OwnershipError> {
+    pub fn populate(
+        &mut self,
+        guest: &mut GuestMap,
+        gfn: Gfn,
+        data: &mut dyn FrameData,
+    ) -> Result<Pfn, OwnershipError> {
         let op = Op::Populate;
         guest.expect_pages(op, gfn, 1, |p| p == GuestPage::NoPage)?;
-        let pfn = self.take_free(op, Owner::Vm(guest.vm))?;
+        let pfn = self.take_free(op, Owner::Vm(guest.vm), data)?;
         guest.set(gfn, GuestPage::Owned(pfn));
         Ok(pfn)
     }
@@ -35,6 +40,7 @@ impl FrameTable {
         guest: &mut GuestMap,
         gfn: Gfn,
         n: u64,
+        data: &mut dyn FrameData,
     ) -> Result<Pfn, OwnershipError> {
         let op = Op::Populate;
         if !n.is_power_of_two() || !gfn.raw().is_multiple_of(n) {
@@ -44,7 +50,7 @@ impl FrameTable {
             return Err(OwnershipError::NotGuestMemory { vm: guest.vm, gfn });
         }
         guest.expect_pages(op, gfn, n, |p| p == GuestPage::NoPage)?;
-        let run = self.hyp_alloc_run(n).map_err(|e| match e {
+        let run = self.hyp_alloc_run(n, data).map_err(|e| match e {
             OwnershipError::OutOfMemory { .. } => OwnershipError::OutOfMemory { op },
             e => e,
         })?;
@@ -212,7 +218,7 @@ impl FrameTable {
         self.peek_free(op)?;
         inv.begin(gfn, 1);
         let new = self
-            .take_free(op, Owner::Vm(guest.vm))
+            .take_free(op, Owner::Vm(guest.vm), data)
             .expect("peeked a free frame");
         data.copy_frame(old, new);
         guest.set(gfn, GuestPage::Owned(new));

@@ -740,7 +740,9 @@ impl Fuzz {
             Op::Split { vm, page, kind } => {
                 let (ipa, len) = range(page, kind);
                 let w = &mut self.w;
-                w.vms[vm_of(vm)].split_range(&w.frames, ipa, len).unwrap();
+                w.vms[vm_of(vm)]
+                    .split_range(&w.frames, &mut w.data, ipa, len)
+                    .unwrap();
             }
             Op::Collapse { vm, page, kind } => {
                 let (ipa, len) = range(page, kind);
@@ -757,7 +759,7 @@ impl Fuzz {
                 let vm = vm_of(vm);
                 let ipa = hot(page);
                 let w = &mut self.w;
-                let pfn = w.frames.lock().hyp_alloc().expect("frames left");
+                let pfn = w.frames.lock().hyp_alloc(&mut w.data).expect("frames left");
                 match w.vms[vm].share(&w.frames, pfn.base(), ipa, PAGE_SIZE, writable) {
                     Ok(()) => {
                         let mut m = self.model(vm);
@@ -953,7 +955,7 @@ impl Fuzz {
         let w = &mut self.w;
         let run = match order % 3 {
             1 => None,
-            _ => match w.frames.lock().hyp_alloc_run(BLOCK) {
+            _ => match w.frames.lock().hyp_alloc_run(BLOCK, &mut w.data) {
                 Ok(p) => Some(p),
                 Err(_) => return,
             },
@@ -965,7 +967,7 @@ impl Fuzz {
                 // The first page keeps the aligned frame, the others come in reverse: only a
                 // check of every page tells this from a block.
                 (Some(r), _) => Pfn::new(r.raw() + (BLOCK - i) % BLOCK),
-                (None, _) => match w.frames.lock().hyp_alloc() {
+                (None, _) => match w.frames.lock().hyp_alloc(&mut w.data) {
                     Ok(p) => p,
                     Err(_) => break,
                 },
@@ -987,7 +989,9 @@ impl Fuzz {
             .unwrap();
         if order.is_multiple_of(3) {
             // An aligned run maps as a block: split it so a collapse has a table to look at.
-            w.vms[vm].split_range(&w.frames, ipa, len).unwrap();
+            w.vms[vm]
+                .split_range(&w.frames, &mut w.data, ipa, len)
+                .unwrap();
         }
     }
 

@@ -228,7 +228,7 @@ impl World {
         vm: usize,
         ipa: Ipa,
     ) -> Result<Pfn, crate::mm::ownership::OwnershipError> {
-        let pfn = self.frames.lock().hyp_alloc_run(512)?;
+        let pfn = self.frames.lock().hyp_alloc_run(512, &mut self.data)?;
         let r = self.vms[vm].donate(&self.frames, pfn.base(), ipa, 2 << 20);
         if r.is_err() {
             let mut f = self.frames.lock();

@@ -56,7 +56,7 @@ fn fault_outcomes_outside_memory_and_read_only_share() {
     let mut w = World::new(1, Bugs::default());
     let out = w.vms[0].handle_fault(&w.frames, &mut w.data, Ipa::new(0x1000), Access::Read);
     assert_eq!(out, Ok(FaultOutcome::OutsideGuestMemory));
-    let pfn = w.frames.lock().hyp_alloc().unwrap();
+    let pfn = w.frames.lock().hyp_alloc(&mut w.data).unwrap();
     w.vms[0]
         .share(&w.frames, pfn.base(), r1(0), PAGE_SIZE, false)
         .unwrap();
@@ -348,7 +348,9 @@ fn no_table_frame_leaks_and_destroy_returns_every_frame() {
     for p in 0..16 {
         w.access(1, r1(p), Some(p)).unwrap();
     }
-    w.vms[0].split_range(&w.frames, r0(0), 2 << 20).unwrap();
+    w.vms[0]
+        .split_range(&w.frames, &mut w.data, r0(0), 2 << 20)
+        .unwrap();
     w.vms[0].migrate(&w.frames, &mut w.data, r0(5)).unwrap();
     assert!(w.vms[0].table_pages() > w.root_tables);
     w.vms[0]
@@ -425,7 +427,9 @@ fn install_retries_when_other_faults_drained_the_table_cache() {
 fn populate_block_backs_an_untouched_block_with_one_aligned_run() {
     let mut w = World::new(1, Bugs::default());
     let free = w.frames.lock().free_frames();
-    let run = w.vms[0].populate_block(&w.frames, r0(700)).unwrap();
+    let run = w.vms[0]
+        .populate_block(&w.frames, &mut w.data, r0(700))
+        .unwrap();
     assert_eq!(run.raw() % 512, 0, "the run is 2 MiB aligned");
     assert_eq!(w.frames.lock().free_frames(), free - 512);
     for p in [512, 700, 1023] {
@@ -448,17 +452,17 @@ fn populate_block_backs_an_untouched_block_with_one_aligned_run() {
     );
     // The same block again, a block with one page populated, a region too small for one.
     assert!(matches!(
-        w.vms[0].populate_block(&w.frames, r0(513)),
+        w.vms[0].populate_block(&w.frames, &mut w.data, r0(513)),
         Err(OwnershipError::WrongGuestState { .. })
     ));
     assert_eq!(w.access(0, r0(3), Some(1)), Ok(1));
     let free = w.frames.lock().free_frames();
     assert!(matches!(
-        w.vms[0].populate_block(&w.frames, r0(0)),
+        w.vms[0].populate_block(&w.frames, &mut w.data, r0(0)),
         Err(OwnershipError::WrongGuestState { .. })
     ));
     assert!(matches!(
-        w.vms[0].populate_block(&w.frames, r1(0)),
+        w.vms[0].populate_block(&w.frames, &mut w.data, r1(0)),
         Err(OwnershipError::NotGuestMemory { .. })
     ));
     assert_eq!(
@@ -477,10 +481,12 @@ fn release_all_gives_back_blocks_pages_and_shares() {
     let free = w.frames.lock().free_frames();
     let tables = |w: &World| (w.vms[0].table_pages() + w.vms[0].cached_tables()) as u64;
     let tables0 = tables(&w);
-    w.vms[0].populate_block(&w.frames, r0(0)).unwrap();
+    w.vms[0]
+        .populate_block(&w.frames, &mut w.data, r0(0))
+        .unwrap();
     assert_eq!(w.access(0, r0(600), Some(5)), Ok(5));
     assert_eq!(w.access(0, r1(3), Some(6)), Ok(6));
-    let shared = w.frames.lock().hyp_alloc().unwrap();
+    let shared = w.frames.lock().hyp_alloc(&mut w.data).unwrap();
     w.vms[0]
         .share(&w.frames, shared.base(), r1(5), PAGE_SIZE, true)
         .unwrap();

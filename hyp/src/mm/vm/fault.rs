@@ -136,7 +136,7 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
         }
         let mut page = backing.get(gfn);
         if page == GuestPage::NoPage {
-            page = GuestPage::Owned(f.populate(&mut backing, gfn).map_err(oom)?);
+            page = GuestPage::Owned(f.populate(&mut backing, gfn, data).map_err(oom)?);
         }
         if access == Access::Write && !page.writable() {
             return Ok(Err(FaultOutcome::PermissionDenied));

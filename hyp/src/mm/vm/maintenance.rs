@@ -117,6 +117,7 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
     pub fn split_range(
         &self,
         frames: &Mutex<FrameTable>,
+        data: &mut dyn FrameData,
         ipa: Ipa,
         len: u64,
     ) -> Result<(), MmuError> {
@@ -128,7 +129,7 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
         {
             let mut cache = self.tables.lock();
             while cache.len() < need + TABLE_RESERVE {
-                cache.push(f.hyp_alloc().map_err(|_| MmuError::OutOfMemory)?.base());
+                cache.push(f.hyp_alloc(data).map_err(|_| MmuError::OutOfMemory)?.base());
             }
         }
         drop(f);

@@ -161,7 +161,7 @@ struct FrameAlloc<'a> {
 
 impl TableAlloc for FrameAlloc<'_> {
     fn alloc_table(&mut self) -> Option<Pa> {
-        self.frames.hyp_alloc().ok().map(Pfn::base)
+        self.frames.hyp_alloc(self.data).ok().map(Pfn::base)
     }
     fn free_table(&mut self, table: Pa) {
         self.frames
@@ -169,7 +169,10 @@ impl TableAlloc for FrameAlloc<'_> {
             .expect("table frames are hyp-owned");
     }
     fn alloc_root(&mut self, frames: usize) -> Option<Pa> {
-        self.frames.hyp_alloc_run(frames as u64).ok().map(Pfn::base)
+        self.frames
+            .hyp_alloc_run(frames as u64, self.data)
+            .ok()
+            .map(Pfn::base)
     }
     fn free_root(&mut self, root: Pa, frames: usize) {
         for i in 0..frames as u64 {
@@ -320,7 +323,7 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
     ) -> Result<(), OwnershipError> {
         let mut cache = self.tables.lock();
         while cache.len() < TABLE_RESERVE {
-            cache.push(frames.hyp_alloc()?.base());
+            cache.push(frames.hyp_alloc(data)?.base());
         }
         while cache.len() > TABLE_CACHE_MAX {
             let t = cache.pop().expect("longer than the maximum");

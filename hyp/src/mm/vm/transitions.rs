@@ -41,11 +41,12 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
     pub fn populate_block(
         &self,
         frames: &Mutex<FrameTable>,
+        data: &mut dyn FrameData,
         ipa: Ipa,
     ) -> Result<Pfn, OwnershipError> {
         let gfn = Gfn::new(Gfn::containing(ipa).raw() & !(BLOCK_PAGES - 1));
         let mut f = frames.lock();
-        f.populate_run(&mut self.backing.lock(), gfn, BLOCK_PAGES)
+        f.populate_run(&mut self.backing.lock(), gfn, BLOCK_PAGES, data)
     }
 
     /// Lets this VM access hypervisor frames `[pa, pa + len)` at `[ipa, ipa + len)`.
