@@ -18,7 +18,7 @@
 //! ```
 //!
 //! A restore replaces the kernel (and ramdisk) with a module holding a snapshot file
-//! (`hyp/src/snapshot`), loaded where its `reg` says; a chain (a full snapshot and the diffs
+//! (`hyp-formats/src/snapshot`), loaded where its `reg` says; a chain (a full snapshot and the diffs
 //! taken after it) is one such module per file, base first, in the order of the nodes:
 //!
 //! ```text

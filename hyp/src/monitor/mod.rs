@@ -2,6 +2,10 @@
 //! console and a typed request the arch layer carries out at EL2, plus the same requests taken
 //! from the hypervisor's bootargs for unattended runs. Host-tested; no hardware access.
 //!
+//! The language itself (commands, bootargs, triggers, VM selectors, file names, quoting) is
+//! `hyp_formats::monitor`, shared with the host tools; its modules are re-exported here under
+//! the same names.
+//!
 //! - [`router`]: which way each typed byte goes (the focused guest, or the monitor); Ctrl-]
 //!   toggles.
 //! - [`editor`]: the monitor's line input (echo, backspace, Ctrl-C, Ctrl-U, bell at the limit).
@@ -19,16 +23,14 @@
 //! capped by the editor, and every piece of input quoted in an error is cut to [`word::WORD_MAX`].
 #![forbid(unsafe_code)]
 
-pub mod bootargs;
+pub use hyp_formats::monitor::{bootargs, path, select, word};
+
 pub mod command;
 pub mod editor;
-pub mod path;
 pub mod router;
-pub mod select;
 pub mod session;
 pub mod stats;
 pub mod trigger;
-pub mod word;
 
 /// Where the monitor's multi-line output (`help`, reports) goes: called once per line, without
 /// a line end, so the console can print whole lines that never interleave with a guest's.

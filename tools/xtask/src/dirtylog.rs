@@ -6,13 +6,11 @@
 //!   batches of writes to some of those pages, each with the guest's virtual counter read just
 //!   before and just after (`pagelog: w SEQ T0 T1 PAGE...`), and a `pagelog: done` line that
 //!   counts them and confirms no page moved to another frame;
-//! - the file `hyp.dirty-log=FILE` has the hypervisor write: a 48-byte header (magic
-//!   `HYPDLOG\0`, u32 version 1, u32 header length 48, u64 first guest frame, u64 guest RAM
-//!   pages, u64 counter frequency, u64 reserved), then one record per harvest (u64 start, end,
-//!   count, words, then `words` u64 bitmap words; little-endian). `start`/`end` are the guest's
-//!   virtual counter just before the harvest began write-protecting and just after it finished;
-//!   bit i of word w means frame `first + 64 w + i` was written since the previous harvest.
-//!   A trailing partial record (the VM was killed mid-write) is ignored.
+//! - the file `hyp.dirty-log=FILE` has the hypervisor write (format and reader:
+//!   `hyp_formats::dirty_log`): for each harvest, the guest's virtual counter just before it
+//!   began write-protecting and just after it finished, and a bitmap of the guest frames
+//!   written since the previous harvest. A trailing partial record (the VM was killed
+//!   mid-write) is ignored.
 //!
 //! A write at guest time t must be in the first harvest that started after t, or in a harvest
 //! that was running at t. The write of a batch happened at some unknown t in [T0, T1], so its
@@ -28,14 +26,10 @@
 
 use crate::exit::Exit;
 use anyhow::{Context, Result};
+use hyp_formats::dirty_log::DirtyLog;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-pub const MAGIC: &[u8; 8] = b"HYPDLOG\0";
-pub const VERSION: u32 = 1;
-pub const HEADER_LEN: usize = 48;
-/// A record's fixed part: start, end, count, words.
-const RECORD_HEAD: usize = 32;
 /// Fewer checked batches than this and the check has not looked at enough to pass.
 pub const MIN_CHECKED_BATCHES: usize = 20;
 /// Missed writes named in the error; the rest are counted.
@@ -91,7 +85,7 @@ pub fn check(console_log: &str, dirty_log: &[u8]) -> Result<String, String> {
     let mut tally = Tally::default();
     let mut misses = Vec::new();
     for batch in &run.batches {
-        let Some(window) = log.window(batch.t0, batch.t1) else {
+        let Some(window) = harvest_window(&log, batch.t0, batch.t1) else {
             tally.unchecked += 1;
             continue;
         };
@@ -252,156 +246,17 @@ fn describe_misses(misses: &[Miss], tally: &Tally, log: &DirtyLog) -> String {
     out.trim_end_matches(';').to_string()
 }
 
-// ---- the dirty-log file ----
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
-    pub first_gfn: u64,
-    pub pages: u64,
-    pub frequency: u64,
-}
-
-impl Header {
-    /// Bitmap words per record.
-    fn words(&self) -> u64 {
-        self.pages.div_ceil(64)
+/// The harvests a write at some time in [t0, t1] may be in (those overlapping the interval and
+/// the first one starting after it), or `None` when that cannot be told.
+fn harvest_window(log: &DirtyLog, t0: u64, t1: u64) -> Option<std::ops::Range<usize>> {
+    let first = log.harvests.first()?;
+    if t0 < first.start {
+        return None;
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Harvest {
-    pub start: u64,
-    pub end: u64,
-    bits: Vec<u64>,
-}
-
-impl Harvest {
-    /// Whether the frame `frame` pages into guest RAM was dirty.
-    fn dirty(&self, frame: u64) -> bool {
-        self.bits
-            .get((frame / 64) as usize)
-            .is_some_and(|w| w >> (frame % 64) & 1 != 0)
-    }
-}
-
-#[derive(Debug)]
-pub struct DirtyLog {
-    pub header: Header,
-    /// In file order, which the parser checks is time order.
-    pub harvests: Vec<Harvest>,
-    /// Bytes of a partial last record, ignored.
-    pub trailing: usize,
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-}
-
-impl DirtyLog {
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        if bytes.len() < HEADER_LEN {
-            return Err(format!(
-                "truncated header: the file has {} bytes, the header takes {HEADER_LEN}",
-                bytes.len()
-            ));
-        }
-        if &bytes[..8] != MAGIC {
-            return Err(format!(
-                "bad magic {:?} (expected \"HYPDLOG\\0\"): not a dirty-log file",
-                String::from_utf8_lossy(&bytes[..8])
-            ));
-        }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != VERSION {
-            return Err(format!(
-                "version {version}, and this checker reads version {VERSION}"
-            ));
-        }
-        let header_len = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
-        if header_len as usize != HEADER_LEN {
-            return Err(format!(
-                "header length {header_len}, and version {VERSION} has {HEADER_LEN}"
-            ));
-        }
-        let header = Header {
-            first_gfn: u64_at(bytes, 16),
-            pages: u64_at(bytes, 24),
-            frequency: u64_at(bytes, 32),
-        };
-        if header.pages == 0 || header.frequency == 0 {
-            return Err(format!(
-                "the header says {} guest pages and a counter of {} Hz",
-                header.pages, header.frequency
-            ));
-        }
-        let words = header.words();
-        let mut harvests: Vec<Harvest> = Vec::new();
-        let mut at = HEADER_LEN;
-        loop {
-            let rest = bytes.len() - at;
-            if rest < RECORD_HEAD {
-                return Ok(Self {
-                    header,
-                    harvests,
-                    trailing: rest,
-                });
-            }
-            let [start, end, count, n] = [0, 8, 16, 24].map(|o| u64_at(bytes, at + o));
-            let k = harvests.len();
-            let bad = |why: String| format!("record {k} (at byte {at}): {why}");
-            if n != words {
-                return Err(bad(format!(
-                    "{n} bitmap words, and {} pages take {words}",
-                    header.pages
-                )));
-            }
-            let len = RECORD_HEAD + 8 * words as usize;
-            if rest < len {
-                return Ok(Self {
-                    header,
-                    harvests,
-                    trailing: rest,
-                });
-            }
-            let bits: Vec<u64> = (0..words as usize)
-                .map(|w| u64_at(bytes, at + RECORD_HEAD + 8 * w))
-                .collect();
-            if end < start {
-                return Err(bad(format!("ends ({end}) before it starts ({start})")));
-            }
-            if let Some(prev) = harvests.last()
-                && start < prev.end
-            {
-                return Err(bad(format!(
-                    "starts at {start}, before the previous harvest ended ({})",
-                    prev.end
-                )));
-            }
-            let tail = header.pages % 64;
-            if tail != 0 && bits[words as usize - 1] >> tail != 0 {
-                return Err(bad("bits set beyond the last guest page".to_string()));
-            }
-            let set: u64 = bits.iter().map(|w| u64::from(w.count_ones())).sum();
-            if set != count {
-                return Err(bad(format!("count {count}, and {set} bits are set")));
-            }
-            harvests.push(Harvest { start, end, bits });
-            at += len;
-        }
-    }
-
-    /// The harvests a write at some time in [t0, t1] may be in (those overlapping the interval
-    /// and the first one starting after it), or `None` when that cannot be told.
-    fn window(&self, t0: u64, t1: u64) -> Option<std::ops::Range<usize>> {
-        let first = self.harvests.first()?;
-        if t0 < first.start {
-            return None;
-        }
-        // Harvests do not overlap, so `end` grows with `start`.
-        let from = self.harvests.partition_point(|h| h.end < t0);
-        let after = self.harvests.partition_point(|h| h.start <= t1);
-        (after < self.harvests.len()).then_some(from..after + 1)
-    }
+    // Harvests do not overlap, so `end` grows with `start`.
+    let from = log.harvests.partition_point(|h| h.end < t0);
+    let after = log.harvests.partition_point(|h| h.start <= t1);
+    (after < log.harvests.len()).then_some(from..after + 1)
 }
 
 // ---- the console log ----
@@ -572,6 +427,7 @@ impl PageLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyp_formats::dirty_log::{HEADER_LEN, Header, Record};
 
     const FIRST: u64 = 0x40000;
     const PAGES: u64 = 1000;
@@ -589,14 +445,14 @@ mod tests {
     /// A harvest as (start, end, dirty frames).
     type HarvestSpec = (u64, u64, Vec<u64>);
 
+    /// A dirty log as the hypervisor writes it, with `harvests` as (start, end, dirty frames).
     fn file(harvests: &[(u64, u64, &[u64])]) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&1u32.to_le_bytes());
-        out.extend_from_slice(&48u32.to_le_bytes());
-        for v in [FIRST, PAGES, 62_500_000, 0] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        let header = Header {
+            first_gfn: FIRST,
+            pages: PAGES,
+            frequency: 62_500_000,
+        };
+        let mut out = header.encode().to_vec();
         for &(start, end, gfns) in harvests {
             let mut bits = vec![0u64; PAGES.div_ceil(64) as usize];
             for &g in gfns {
@@ -604,12 +460,13 @@ mod tests {
                 bits[(f / 64) as usize] |= 1 << (f % 64);
             }
             let count: u64 = bits.iter().map(|w| u64::from(w.count_ones())).sum();
-            for v in [start, end, count, bits.len() as u64] {
-                out.extend_from_slice(&v.to_le_bytes());
+            Record {
+                start,
+                end,
+                count,
+                bits: &bits,
             }
-            for w in bits {
-                out.extend_from_slice(&w.to_le_bytes());
-            }
+            .encode_into(&mut out);
         }
         out
     }
@@ -757,14 +614,18 @@ mod tests {
         let summary = check(&console(&batches), &as_file(&harvests)).unwrap();
         assert!(summary.contains("4 batches uncheckable"), "{summary}");
         // Starting before the last harvest but ending after its start: unchecked too.
-        let mut window = DirtyLog::parse(&as_file(&harvests)).unwrap();
-        assert_eq!(window.window(2390, 2405), None);
+        let mut log = DirtyLog::parse(&as_file(&harvests)).unwrap();
+        assert_eq!(harvest_window(&log, 2390, 2405), None);
         // Overlapping harvest 13's start, or between two harvests.
-        assert_eq!(window.window(2300, 2310), Some(13..15));
-        assert_eq!(window.window(2330, 2340), Some(14..15));
-        assert_eq!(window.window(999, 1005), None, "before the first harvest");
-        window.harvests.clear();
-        assert_eq!(window.window(5000, 5001), None);
+        assert_eq!(harvest_window(&log, 2300, 2310), Some(13..15));
+        assert_eq!(harvest_window(&log, 2330, 2340), Some(14..15));
+        assert_eq!(
+            harvest_window(&log, 999, 1005),
+            None,
+            "before the first harvest"
+        );
+        log.harvests.clear();
+        assert_eq!(harvest_window(&log, 5000, 5001), None);
     }
 
     #[test]
@@ -821,50 +682,11 @@ mod tests {
         assert_eq!(DirtyLog::parse(&bytes).unwrap().harvests.len(), 15);
     }
 
+    /// Each way a file is refused is tested with the reader (`hyp_formats::dirty_log`); here,
+    /// that the check says it is the dirty log that is wrong.
     #[test]
-    fn malformed_dirty_logs_are_refused_with_the_reason() {
+    fn a_malformed_dirty_log_is_named_as_such() {
         let good = as_file(&passing().1);
-        let err = |bytes: &[u8]| DirtyLog::parse(bytes).unwrap_err();
-        assert!(err(&good[..47]).contains("truncated header"));
-        let mut b = good.clone();
-        b[0] = b'X';
-        assert!(err(&b).contains("bad magic"));
-        let mut b = good.clone();
-        b[8] = 2;
-        assert!(err(&b).contains("version 2"));
-        let mut b = good.clone();
-        b[12] = 56;
-        assert!(err(&b).contains("header length 56"));
-        let mut b = good.clone();
-        b[24..32].fill(0);
-        assert!(err(&b).contains("0 guest pages"));
-        // Record 0's count, word count, times; and record order.
-        let mut b = good.clone();
-        b[HEADER_LEN + 16] ^= 1;
-        assert!(
-            err(&b).contains("record 0 (at byte 48): count"),
-            "{}",
-            err(&b)
-        );
-        let mut b = good.clone();
-        b[HEADER_LEN + 24] = 15;
-        assert!(
-            err(&b).contains("15 bitmap words, and 1000 pages take 16"),
-            "{}",
-            err(&b)
-        );
-        let mut b = good.clone();
-        b[HEADER_LEN + 8..HEADER_LEN + 16].copy_from_slice(&5u64.to_le_bytes());
-        assert!(
-            err(&b).contains("ends (5) before it starts (1000)"),
-            "{}",
-            err(&b)
-        );
-        let unordered = file(&[(1000, 1020, &[]), (1010, 1030, &[])]);
-        assert!(err(&unordered).contains("record 1"), "{}", err(&unordered));
-        let beyond = file(&[(1000, 1020, &[FIRST + PAGES])]);
-        assert!(err(&beyond).contains("beyond the last guest page"));
-        // And through `check`, named as the dirty log.
         let (batches, _) = passing();
         assert!(
             check(&console(&batches), &good[..10])

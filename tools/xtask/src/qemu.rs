@@ -51,8 +51,8 @@ pub struct QemuArgs {
     #[arg(long, value_name = "STR")]
     pub append: Option<String>,
     /// The hypervisor's own options, as the boot DTB's /chosen/bootargs: `hyp.log=LEVEL` and
-    /// the monitor's unattended `hyp.*` operations (hyp/src/monitor/bootargs.rs), separated by
-    /// spaces.
+    /// the monitor's unattended `hyp.*` operations (hyp-formats/src/monitor/bootargs.rs),
+    /// separated by spaces.
     #[arg(long, value_name = "STR", conflicts_with = "native")]
     pub hyp_args: Option<String>,
     /// The guest's vCPUs.

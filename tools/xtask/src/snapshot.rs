@@ -1,4 +1,4 @@
-//! Snapshot files on the host (format: `hyp/src/snapshot`): read and validated with the
+//! Snapshot files on the host (format: `hyp-formats/src/snapshot`): read and validated with the
 //! hypervisor's own parser, so a corrupt, truncated or other-version file is refused with the
 //! parser's words before QEMU starts; a chain (a full snapshot, then diffs) checked to link up
 //! with [`Chain`] the way the hypervisor will; turned into the dom0less domain a restore boots
@@ -8,7 +8,7 @@
 use crate::bootdtb::{Domain, ModuleFile, ModuleKind};
 use crate::exit::Exit;
 use anyhow::{Context, Result};
-use hyp::snapshot::{
+use hyp_formats::snapshot::{
     Chain, ChainError, HEADER_LEN, Kind, PowerState, SECTION_HEADER_LEN, SectionKind, Snapshot,
     TRAILER_LEN,
 };
@@ -355,7 +355,7 @@ fn sections(bytes: &[u8]) -> Vec<(SectionKind, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyp::snapshot::{
+    use hyp_formats::snapshot::{
         DeviceKind, Header, SnapshotWriter, VCPU_LEN, VERSION, VcpuState, VmConfig, VmName,
     };
 

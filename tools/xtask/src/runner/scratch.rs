@@ -51,11 +51,11 @@ pub(super) fn snapshot_arg(snapshot: &Path) -> Result<String> {
     let path = snapshot
         .to_str()
         .with_context(|| format!("{} is not UTF-8", snapshot.display()))?;
-    if path.contains([' ', ',']) || path.len() > hyp::monitor::path::PATH_MAX {
+    if path.contains([' ', ',']) || path.len() > hyp_formats::monitor::path::PATH_MAX {
         bail!(
             "the snapshot path {path} cannot be a hypervisor bootarg (no spaces or commas, at most \
              {} bytes); use a shorter target directory",
-            hyp::monitor::path::PATH_MAX
+            hyp_formats::monitor::path::PATH_MAX
         );
     }
     Ok(path.to_string())

@@ -101,7 +101,8 @@ mod tests {
                 .collect();
             let path_args: Vec<&str> = paths.iter().map(String::as_str).collect();
             let hyp_args = spec.hyp_args_with(&path_args);
-            let (schedule, errors) = hyp::monitor::bootargs::schedule_from_bootargs(&hyp_args);
+            let (schedule, errors) =
+                hyp_formats::monitor::bootargs::schedule_from_bootargs(&hyp_args);
             let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
             assert!(errors.is_empty(), "{}: {errors:?}", spec.name);
             // Each placeholder must end up as the path of a snapshot the hypervisor takes.
@@ -116,17 +117,18 @@ mod tests {
                 );
             }
             assert!(
-                hyp::log::level_from_bootargs(&spec.hyp_args).is_ok(),
+                hyp_formats::log_level::level_from_bootargs(&spec.hyp_args).is_ok(),
                 "{}: bad hyp.log=",
                 spec.name
             );
         }
-        let (schedule, errors) = hyp::monitor::bootargs::schedule_from_bootargs(
+        let (schedule, errors) = hyp_formats::monitor::bootargs::schedule_from_bootargs(
             "hyp.migrate-storm=1 hyp.dirty-harvest=200 hyp.dirty-check=1",
         );
         assert!(errors.is_empty(), "{errors:?}");
         assert!(schedule.migrate_storm.is_some() && schedule.dirty_check);
-        let (_, errors) = hyp::monitor::bootargs::schedule_from_bootargs("hyp.migrate-strom=2");
+        let (_, errors) =
+            hyp_formats::monitor::bootargs::schedule_from_bootargs("hyp.migrate-strom=2");
         assert_eq!(errors.len(), 1, "a misspelt key is refused");
     }
 

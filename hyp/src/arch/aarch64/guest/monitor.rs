@@ -32,6 +32,7 @@ use crate::vm::exit::Counter;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use hyp_formats::dirty_log;
 use spin::Once;
 
 /// At most this many pages move per service point in a storm (the rest carry over).
@@ -507,7 +508,7 @@ fn guest_counter(t: &Guest) -> u64 {
     counter().wrapping_sub(t.hw.cntvoff)
 }
 
-/// The `hyp.dirty-log=` file (format in `monitor::bootargs`).
+/// The `hyp.dirty-log=` file (format in `hyp_formats::dirty_log`).
 struct DirtyLogFile {
     path: crate::monitor::path::HostPath,
     /// `None` until the first harvest opens it (the VM's RAM is known then).
@@ -521,26 +522,22 @@ impl DirtyLogFile {
         if self.failed {
             return;
         }
-        let mut out = alloc::vec::Vec::with_capacity(48 + 32 + bits.len() * 8);
+        let record = dirty_log::Record {
+            start,
+            end,
+            count,
+            bits,
+        };
+        let mut out = Vec::with_capacity(dirty_log::HEADER_LEN + record.encoded_len());
         if self.file.is_none() {
-            out.extend_from_slice(b"HYPDLOG\0");
-            out.extend_from_slice(&1u32.to_le_bytes());
-            out.extend_from_slice(&48u32.to_le_bytes());
-            for w in [
-                t.ram.0 / PAGE_SIZE,
-                t.ram.1 / PAGE_SIZE,
-                counter_frequency(),
-                0,
-            ] {
-                out.extend_from_slice(&w.to_le_bytes());
-            }
+            let header = dirty_log::Header {
+                first_gfn: t.ram.0 / PAGE_SIZE,
+                pages: t.ram.1 / PAGE_SIZE,
+                frequency: counter_frequency(),
+            };
+            out.extend_from_slice(&header.encode());
         }
-        for w in [start, end, count, bits.len() as u64] {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
-        for w in bits {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
+        record.encode_into(&mut out);
         let written = match self.file.as_mut() {
             Some(f) => f.write_all(&out),
             None => HostFile::create(self.path.as_str()).and_then(|mut f| {

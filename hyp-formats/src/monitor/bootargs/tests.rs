@@ -3,6 +3,7 @@ use crate::monitor::select::VmNumber;
 use crate::monitor::trigger::Trigger;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec;
 
 fn vm(n: u16) -> VmSelector {
     VmSelector::Number(VmNumber::new(n).unwrap())

@@ -1,8 +1,8 @@
-//! The command table: every command's name, arguments and description, from which `help`,
-//! the usage lines in errors and the list of commands are all generated.
+//! The command table: every command's name, arguments and description, from which the
+//! monitor's `help` (`hyp::monitor::command::help`), the usage lines in errors and the list of
+//! commands are all generated.
 #![forbid(unsafe_code)]
 
-use crate::monitor::LineSink;
 use core::fmt;
 
 /// Which command a table row describes.
@@ -190,17 +190,6 @@ fn usage_width() -> usize {
         .max()
         .unwrap_or(0)
 }
-
-/// `help`: one line per command, then what `VM` means.
-pub fn help(out: LineSink<'_>) {
-    for spec in &COMMANDS {
-        out(format_args!("{spec}"));
-    }
-    out(format_args!("{VM_NOTE}"));
-}
-
-/// What the `VM` argument means, shown at the end of `help`.
-pub const VM_NOTE: &str = "VM is a VM number (1 is the first) or name (domU1); without one, VM 1. Ctrl-] switches between guest and monitor.";
 
 impl PartialEq for Spec {
     fn eq(&self, other: &Self) -> bool {

@@ -21,8 +21,9 @@ pub const TRAILER_LEN: usize = 32;
 pub const PAGE_SIZE: usize = 4096;
 /// Bytes before a page run's data: first guest frame number and page count.
 pub const PAGES_PREFIX_LEN: usize = 16;
-/// Most vCPUs a snapshot describes (the vGIC's limit).
-pub const MAX_VCPUS: u32 = crate::vdev::vgic::MAX_VCPUS as u32;
+/// Most vCPUs a snapshot describes: the vGIC's limit (`hyp` asserts at compile time that its
+/// vGIC agrees).
+pub const MAX_VCPUS: u32 = 128;
 /// Bytes in a VM name field.
 pub const NAME_LEN: usize = 32;
 

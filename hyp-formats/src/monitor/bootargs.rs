@@ -30,15 +30,10 @@
 //! | `hyp.migrate-storm=PAGES_PER_MS[@WHEN][,vm=VM]` | migrate random pages continuously, this many per millisecond of guest time |
 //! | `hyp.dirty-harvest=MS[@WHEN][,vm=VM]` | log dirty pages and harvest them every `MS` ms |
 //! | `hyp.dirty-check=0\|1` | at every harvest, walk stage 2 and check that writable implies dirty |
-//! | `hyp.dirty-log=FILE` | append each `dirty-harvest` harvest's pages to the host file FILE (format below) |
+//! | `hyp.dirty-log=FILE` | append each `dirty-harvest` harvest's pages to the host file FILE (format: [`crate::dirty_log`]) |
 //!
 //! The `hyp.dirty-log=` file lets a host-side checker compare the harvests with what a guest
-//! says it wrote. Little-endian; a 48-byte header: magic `"HYPDLOG\0"`, u32 version 1, u32
-//! header length 48, u64 first GFN of RAM, u64 RAM pages, u64 counter frequency, u64 0. Then
-//! one record per harvest: u64 start and u64 end (the guest's virtual counter just before the
-//! harvest began write-protecting and just after it finished), u64 pages harvested, u64 words,
-//! then that many u64 bitmap words (bit `i` of word `w`: GFN `first + 64 w + i` was written
-//! since the previous harvest). A run that was cut short may end inside a record.
+//! says it wrote.
 //!
 //! A storm or harvest starts at boot, or when its `@WHEN` comes (e.g.
 //! `hyp.migrate-storm=1@after:WORKLOAD-STARTED`: from the first line of the workload on).
@@ -52,7 +47,7 @@
 //! `hyp.snapshot=a@after:PASS-1 hyp.snapshot=b@after:PASS-3,base=a`.
 //!
 //! Arguments without the `hyp.` prefix are not ours and are skipped, and so are the
-//! [`FOREIGN_KEYS`] such as `hyp.log=` (read by [`crate::log::level_from_bootargs`]). Any other `hyp.` argument that is unknown or
+//! [`FOREIGN_KEYS`] such as `hyp.log=` (read by [`crate::log_level::level_from_bootargs`]). Any other `hyp.` argument that is unknown or
 //! malformed becomes a [`BootargError`] for the caller to log; the remaining arguments still
 //! apply.
 #![forbid(unsafe_code)]
@@ -216,7 +211,7 @@ impl Schedule {
     }
 
     /// Takes out the actions that wait for a console text, in bootarg order, for the caller to
-    /// watch the consoles for (a [`crate::monitor::trigger::ConsoleWatch`]).
+    /// watch the consoles for (in the hypervisor, a `hyp::monitor::trigger::ConsoleWatch`).
     pub fn take_watched(&mut self) -> Vec<Timed> {
         core::mem::take(&mut self.watched)
     }
