@@ -8,6 +8,7 @@ pub mod devices;
 pub mod dirty_share;
 pub mod exit;
 pub mod inject;
+pub mod pause;
 pub mod power;
 pub mod psci;
 pub mod step;

@@ -6,7 +6,9 @@
 //! virtual CPU interface; its list registers are already folded back into the vGIC model) into
 //! its slot and parks at EL2, still draining its pCPU's interrupts into the vGIC. Once every
 //! vCPU is parked or off, nothing writes guest memory or device state: the VM is a coherent
-//! image. On resume each vCPU reloads its slot, which a restore may have replaced.
+//! image. On resume each vCPU reloads its slot, which a restore may have replaced. The flags and
+//! slots are `vm::pause::PauseControl` (portable, host-tested); saving and loading the
+//! hardware state, kicking and waiting are here.
 
 use super::{Guest, LrTrack, deliver, frames};
 use crate::arch::aarch64::fpsimd::FpState;
@@ -17,10 +19,9 @@ use crate::arch::aarch64::sysreg::{counter, counter_frequency, wfi};
 use crate::arch::aarch64::vcpu::{El1State, GuestRegs};
 use crate::mm::addr::{Ipa, PAGE_SIZE};
 use crate::mm::ownership::GuestPage;
-use crate::sync::Mutex;
 use crate::vm::exit::Counter;
-use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use crate::vm::pause::PauseControl;
+use core::sync::atomic::Ordering;
 
 /// How long a pause waits for every vCPU to park.
 const PAUSE_WAIT_MS: u64 = 1000;
@@ -34,57 +35,12 @@ pub struct VcpuSaved {
     pub gic: VgicCpuState,
 }
 
-/// A VM's pause state.
-pub(super) struct Control {
-    pause: AtomicBool,
-    parked: Vec<AtomicBool>,
-    saved: Vec<Mutex<Option<VcpuSaved>>>,
-    /// State a vCPU of a restored VM starts from (taken at its first start).
-    restore: Vec<Mutex<Option<VcpuSaved>>>,
-    /// This vCPU alone parks (the executor's own, for a live snapshot's pre-copy while the
-    /// other vCPUs run).
-    hold: Vec<AtomicBool>,
-}
-
-impl Control {
-    pub(super) fn new(vcpus: usize) -> Self {
-        Self {
-            pause: AtomicBool::new(false),
-            parked: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
-            saved: (0..vcpus).map(|_| Mutex::new(None)).collect(),
-            restore: (0..vcpus).map(|_| Mutex::new(None)).collect(),
-            hold: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
-        }
-    }
-
-    pub(super) fn pause_requested(&self) -> bool {
-        self.pause.load(Ordering::Acquire)
-    }
-
-    /// Sets the pause flag only (the caller's own vCPU parks at its next loop top).
-    pub(super) fn request_pause(&self) {
-        self.pause.store(true, Ordering::Release);
-    }
-
-    /// Parks vCPU `v` alone at its next loop top; `resume` lets it go.
-    pub(super) fn request_hold(&self, v: usize) {
-        if let Some(h) = self.hold.get(v) {
-            h.store(true, Ordering::Release);
-        }
-    }
-
-    /// Whether vCPU `v` must park (the VM is paused, or `v` is held).
-    pub(super) fn must_park(&self, v: usize) -> bool {
-        self.pause_requested() || self.hold.get(v).is_some_and(|h| h.load(Ordering::Acquire))
-    }
-}
+/// A VM's pause state (the protocol's flags and saved states are portable).
+pub(super) type Control = PauseControl<VcpuSaved>;
 
 /// Whether vCPU `v` of `g` is parked.
 pub(super) fn is_parked(g: &Guest, v: usize) -> bool {
-    g.control
-        .parked
-        .get(v)
-        .is_some_and(|p| p.load(Ordering::Acquire))
+    g.control.is_parked(v)
 }
 
 /// Why a pause did not complete.
@@ -121,13 +77,15 @@ pub(super) fn park_if_paused(
         return;
     }
     ich::save(gic);
-    *c.saved[v].lock() = Some(VcpuSaved {
-        regs: regs.clone(),
-        el1: El1State::save(),
-        fp: FpState::save(),
-        gic: *gic,
-    });
-    c.parked[v].store(true, Ordering::Release);
+    c.park(
+        v,
+        VcpuSaved {
+            regs: regs.clone(),
+            el1: El1State::save(),
+            fp: FpState::save(),
+            gic: *gic,
+        },
+    );
     while c.must_park(v) && g.running.load(Ordering::Acquire) {
         deliver(g, v, guest_irq::drain());
         super::monitor::service(g, v);
@@ -136,8 +94,7 @@ pub(super) fn park_if_paused(
         }
         wfi();
     }
-    let s = c.saved[v].lock().take().unwrap_or_default();
-    c.parked[v].store(false, Ordering::Release);
+    let s = c.unpark(v).unwrap_or_default();
     *regs = s.regs;
     // SAFETY: this pCPU runs only this vCPU; the state is the one it parked with (or a
     // restored one of the same VM), an EL1 context like any the guest set itself.
@@ -152,9 +109,7 @@ pub(super) fn park_if_paused(
 
 /// Whether every vCPU of `g` is parked or off (other than `except`, the caller's own).
 fn all_stopped(g: &Guest, except: Option<usize>) -> Option<usize> {
-    (0..g.power.vcpus()).find(|&v| {
-        Some(v) != except && !g.control.parked[v].load(Ordering::Acquire) && !g.power.is_off(v)
-    })
+    g.control.first_running(except, |v| g.power.is_off(v))
 }
 
 /// Asks every vCPU of `g` to park and waits until they have. `me` is the caller's own vCPU of
@@ -164,7 +119,7 @@ pub(super) fn pause(g: &Guest, me: Option<usize>) -> Result<(), PauseError> {
     if !g.running.load(Ordering::Acquire) {
         return Err(PauseError::NotRunning);
     }
-    g.control.pause.store(true, Ordering::Release);
+    g.control.request_pause();
     for v in 0..g.power.vcpus() {
         guest_irq::kick(g.first_pcpu + v);
     }
@@ -188,10 +143,7 @@ fn nap() {
 
 /// Lets every vCPU of `g` continue.
 pub(super) fn resume(g: &Guest) {
-    g.control.pause.store(false, Ordering::Release);
-    for h in &g.control.hold {
-        h.store(false, Ordering::Release);
-    }
+    g.control.release();
     for v in 0..g.power.vcpus() {
         guest_irq::kick(g.first_pcpu + v);
     }
@@ -199,24 +151,22 @@ pub(super) fn resume(g: &Guest) {
 
 /// Makes vCPU `v` of `g` start from `state` (a restore).
 pub(super) fn set_restore(g: &Guest, v: usize, state: VcpuSaved) {
-    if let Some(slot) = g.control.restore.get(v) {
-        *slot.lock() = Some(state);
-    }
+    g.control.set_restore(v, state);
 }
 
 /// The state vCPU `v` of a restored VM starts from, once.
 pub(super) fn take_restore(g: &Guest, v: usize) -> Option<VcpuSaved> {
-    g.control.restore.get(v)?.lock().take()
+    g.control.take_restore(v)
 }
 
 /// A parked vCPU's saved state (for a snapshot).
 pub(super) fn saved(g: &Guest, v: usize) -> Option<VcpuSaved> {
-    g.control.saved.get(v)?.lock().clone()
+    g.control.saved(v)
 }
 
 /// A parked vCPU's PC.
 pub(super) fn saved_pc(g: &Guest, v: usize) -> Option<u64> {
-    g.control.saved.get(v)?.lock().as_ref().map(|s| s.regs.pc)
+    g.control.with_saved(v, |s| s.regs.pc)
 }
 
 /// A small deterministic generator for picking pages (xorshift64*).
