@@ -151,6 +151,44 @@ impl Esr {
     }
 }
 
+/// A system register encoding (op0, op1, CRn, CRm, op2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysReg {
+    pub op0: u8,
+    pub op1: u8,
+    pub crn: u8,
+    pub crm: u8,
+    pub op2: u8,
+}
+
+impl SysReg {
+    /// ICC_SGI1R_EL1: trapped whenever HCR_EL2.IMO is set; the vGIC sends the SGI.
+    pub const ICC_SGI1R_EL1: Self = Self::new(3, 0, 12, 11, 5);
+    /// ICC_ASGI1R_EL1 and ICC_SGI0R_EL1, trapped alongside.
+    pub const ICC_ASGI1R_EL1: Self = Self::new(3, 0, 12, 11, 6);
+    pub const ICC_SGI0R_EL1: Self = Self::new(3, 0, 12, 11, 7);
+
+    pub const fn new(op0: u8, op1: u8, crn: u8, crm: u8, op2: u8) -> Self {
+        Self {
+            op0,
+            op1,
+            crn,
+            crm,
+            op2,
+        }
+    }
+}
+
+impl fmt::Display for SysReg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "S{}_{}_C{}_C{}_{}",
+            self.op0, self.op1, self.crn, self.crm, self.op2
+        )
+    }
+}
+
 /// A readable name for an exception class, from the EL2 point of view.
 pub fn ec_name(ec: u8) -> &'static str {
     match ec {

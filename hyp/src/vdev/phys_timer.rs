@@ -12,7 +12,7 @@
 #![forbid(unsafe_code)]
 
 use super::vgic::Intid;
-use crate::vm::exit::SysReg;
+use crate::esr::SysReg;
 
 /// The non-secure EL1 physical timer's PPI (INTID 30), as the guest's DT describes it.
 pub const PTIMER_INTID: Intid = Intid::ppi(14);
