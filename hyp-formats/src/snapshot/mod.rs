@@ -118,6 +118,7 @@
 
 mod chain;
 pub mod crc;
+mod error;
 mod format;
 mod reader;
 mod writer;
@@ -126,10 +127,11 @@ mod writer;
 mod tests;
 
 pub use chain::{Chain, ChainError};
+pub use error::SnapshotError;
 pub use format::{
     ConfigError, DeviceKind, El1Regs, GicCpuIf, HEADER_LEN, Header, Kind, MAGIC, MAX_VCPUS,
     NAME_LEN, PAGE_SIZE, PAGES_PREFIX_LEN, PowerState, SECTION_HEADER_LEN, SectionKind,
     TRAILER_LEN, TRAILER_MAGIC, VCPU_LEN, VERSION, VcpuState, VmConfig, VmName,
 };
-pub use reader::{PageRun, Snapshot, SnapshotError};
+pub use reader::{PageRun, Snapshot};
 pub use writer::{Sink, SnapshotWriter, Summary, WriteError};

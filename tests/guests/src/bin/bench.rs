@@ -100,16 +100,22 @@ fn main() -> ! {
     report::success()
 }
 
+/// Spins until the handler has recorded an interrupt. No time limit of its own: a starved host
+/// can hold this vCPU past any bound in guest time (a 100 ms one failed a loaded CI run), and
+/// the runner's timeout ends a run whose interrupt never comes.
+fn wait_for_irq() {
+    while IRQ_AT.load(Ordering::Acquire) == 0 {
+        core::hint::spin_loop();
+    }
+}
+
 fn sgi_self() -> u64 {
     IRQ_AT.store(0, Ordering::Release);
     exceptions::enable_irqs();
     let t0 = timer::counter();
     gic::send_sgi(SELF_SGI, test_guests::cpu::mpidr());
-    let arrived = timer::wait_until(100, || IRQ_AT.load(Ordering::Acquire) != 0);
+    wait_for_irq();
     exceptions::disable_irqs();
-    if !arrived {
-        report::error(format_args!("self SGI {SELF_SGI} not taken within 100 ms"));
-    }
     IRQ_AT.load(Ordering::Acquire) - t0
 }
 
@@ -119,13 +125,7 @@ fn vtimer() -> u64 {
     timer::set_control(CTL_ENABLE);
     exceptions::enable_irqs();
     // The first sample proves the interrupt arrives at all before anything waits in WFI.
-    let arrived = timer::wait_until(100, || IRQ_AT.load(Ordering::Acquire) != 0);
-    if !arrived {
-        exceptions::disable_irqs();
-        report::error(format_args!(
-            "virtual timer interrupt not taken within 100 ms"
-        ));
-    }
+    wait_for_irq();
     // Now the measured run, from WFI.
     IRQ_AT.store(0, Ordering::Release);
     timer::set_compare(timer::counter() + TIMER_LEAD);
