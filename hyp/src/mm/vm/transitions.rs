@@ -5,7 +5,7 @@ use crate::sync::Mutex;
 
 use super::{BLOCK_PAGES, Vm};
 use crate::mm::addr::{Gfn, Ipa, PAGE_SHIFT, PAGE_SIZE, Pa, Pfn};
-use crate::mm::ownership::{FrameData, FrameTable, Op, OwnershipError};
+use crate::mm::ownership::{FrameData, FrameTable, GuestPage, Op, OwnershipError};
 use crate::mm::phys::PhysMem;
 use crate::mm::tlb::Tlb;
 
@@ -44,7 +44,19 @@ impl<M: PhysMem, T: Tlb> Vm<M, T> {
         data: &mut dyn FrameData,
         ipa: Ipa,
     ) -> Result<Pfn, OwnershipError> {
-        let gfn = Gfn::new(Gfn::containing(ipa).raw() & !(BLOCK_PAGES - 1));
+        let page = Gfn::containing(ipa);
+        // Most faults land on a page that is backed already (a write while dirty logging, a
+        // migrated page): no block to populate, and no need for the ownership lock to say so.
+        let found = self.backing.lock().get(page);
+        if found != GuestPage::NoPage {
+            return Err(OwnershipError::WrongGuestState {
+                op: Op::Populate,
+                vm: self.id(),
+                gfn: page,
+                found,
+            });
+        }
+        let gfn = Gfn::new(page.raw() & !(BLOCK_PAGES - 1));
         let mut f = frames.lock();
         f.populate_run(&mut self.backing.lock(), gfn, BLOCK_PAGES, data)
     }
