@@ -21,9 +21,18 @@ const CARGO_STEPS: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "clippy (aarch64 hyp)",
+        "clippy (aarch64 hyp, hyp-formats)",
         &[
-            "clippy", "-p", "hyp", "--target", HYP_TARGET, "--", "-D", "warnings",
+            "clippy",
+            "-p",
+            "hyp",
+            "-p",
+            "hyp-formats",
+            "--target",
+            HYP_TARGET,
+            "--",
+            "-D",
+            "warnings",
         ],
     ),
 ];
